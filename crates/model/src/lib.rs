@@ -9,6 +9,12 @@
 //!
 //! Invariant: no I/O. `@NAME@` placeholders are substituted from a map the caller gives.
 
+mod parse;
 pub mod spec;
+mod validate;
+mod write;
 
+pub use parse::{parse_duration_us, parse_models, parse_project, parse_xml_node};
 pub use spec::*;
+pub use validate::{topo_order, validate};
+pub use write::write_xml;
