@@ -1,1 +1,305 @@
-//! sluice-engine
+//! The window graph of one project, run incrementally and deterministically.
+//!
+//! [`Engine::new`] compiles a [`ProjectSpec`] (schemas resolved, expressions parsed and
+//! type-checked once, every problem reported with its line); [`Engine::inject`] runs one event
+//! block from a source window through the graph in topological order and hands each observed
+//! window's output, and every refused event, to a [`Sink`]; [`Engine::advance_time`] applies
+//! wall-clock retention with a time the runtime supplies.
+//!
+//! Layout:
+//! - `compile`: spec to windows, schemas, edges; diagnostics.
+//! - `state`: keyed state with retention, shared by source, copy, union, filter and compute.
+//! - `window/`: one module per window kind (`aggregate`, `join`; the small ones in `mod.rs`).
+//!
+//! Architecture invariant: no I/O, no clock reads, no iteration over hash order that can
+//! reach output. Same input blocks and times, same output, byte for byte.
+
+mod compile;
+pub mod state;
+pub mod window;
+
+use sluice_event::{Event, EventBlock, MsgId, Row, Schema};
+pub use sluice_model::Diagnostic;
+use sluice_model::ProjectSpec;
+
+use crate::window::{Splitter, WindowImpl};
+
+/// A window of the engine: its index in topological order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowId(pub u32);
+
+/// Where window output and refused events go.
+pub trait Sink {
+    /// The events a window emitted for one input block (called only for observed windows,
+    /// only when non-empty). `id` is the message ID of the input block.
+    fn output(&mut self, window: WindowId, id: MsgId, events: &[Event]);
+    /// An event a window refused, with the reason. Processing goes on.
+    fn bad_event(&mut self, window: WindowId, event: &Event, reason: &str);
+}
+
+/// A sink that keeps nothing.
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn output(&mut self, _: WindowId, _: MsgId, _: &[Event]) {}
+    fn bad_event(&mut self, _: WindowId, _: &Event, _: &str) {}
+}
+
+/// A sink that collects everything (tests, `projectResults`).
+#[derive(Default, Debug)]
+pub struct CollectSink {
+    pub outputs: Vec<(WindowId, MsgId, Vec<Event>)>,
+    pub bad: Vec<(WindowId, Event, String)>,
+}
+
+impl Sink for CollectSink {
+    fn output(&mut self, window: WindowId, id: MsgId, events: &[Event]) {
+        self.outputs.push((window, id, events.to_vec()));
+    }
+    fn bad_event(&mut self, window: WindowId, event: &Event, reason: &str) {
+        self.bad.push((window, event.clone(), reason.to_string()));
+    }
+}
+
+/// Errors of [`Engine::inject`] that concern the call, not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error(
+        "window '{0}' is not a source window: events can only be published into source windows"
+    )]
+    NotSource(String),
+}
+
+/// An edge out of a window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutEdge {
+    pub target: WindowId,
+    /// Input port of the target (join: 0 left, 1 right).
+    pub port: u8,
+    pub slot: Option<i32>,
+}
+
+/// One compiled window.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub cq: String,
+    pub name: String,
+    /// `cq/window`.
+    pub path: String,
+    pub schema: Schema,
+    pub imp: WindowImpl,
+    pub edges: Vec<OutEdge>,
+    pub splitter: Option<Splitter>,
+    pub output_insert_only: bool,
+    /// True when the window only ever emits inserts (known from the graph).
+    pub insert_only: bool,
+    pub observed: bool,
+}
+
+/// A compiled project.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    name: String,
+    nodes: Vec<Node>,
+    fingerprint: u64,
+    inbox: Vec<Vec<(u8, Event)>>,
+}
+
+impl Engine {
+    /// Compiles a project. Unsupported window kinds, schema problems and bad expressions are
+    /// all reported, each with its line.
+    pub fn new(spec: &ProjectSpec) -> Result<Engine, Vec<Diagnostic>> {
+        let nodes = compile::compile(spec)?;
+        let fingerprint = compile::fingerprint(&nodes);
+        let inbox = nodes.iter().map(|_| Vec::new()).collect();
+        Ok(Engine {
+            name: spec.name.clone(),
+            nodes,
+            fingerprint,
+            inbox,
+        })
+    }
+
+    /// The project name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A stable hash of the windows, kinds, schemas and edges.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// All windows in processing order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// One window.
+    pub fn node(&self, w: WindowId) -> &Node {
+        &self.nodes[w.0 as usize]
+    }
+
+    /// Mutable access to a window (snapshots).
+    pub fn node_mut(&mut self, w: WindowId) -> &mut Node {
+        &mut self.nodes[w.0 as usize]
+    }
+
+    /// Finds a window by continuous query and name.
+    pub fn window(&self, cq: &str, name: &str) -> Option<WindowId> {
+        self.nodes
+            .iter()
+            .position(|n| n.cq == cq && n.name == name)
+            .map(|i| WindowId(i as u32))
+    }
+
+    /// Finds a window by `cq/window` path.
+    pub fn window_by_path(&self, path: &str) -> Option<WindowId> {
+        let (cq, name) = path.split_once('/')?;
+        self.window(cq, name)
+    }
+
+    /// Whether `w`'s output goes to the sink.
+    pub fn observe(&mut self, w: WindowId, on: bool) {
+        self.nodes[w.0 as usize].observed = on;
+    }
+
+    /// Runs one block published into source window `w`. Refused events go to the sink's
+    /// `bad_event`; a transactional block with a refused event is refused whole.
+    pub fn inject(
+        &mut self,
+        w: WindowId,
+        block: EventBlock,
+        now: i64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), InjectError> {
+        let i = w.0 as usize;
+        let WindowImpl::Source(src) = &self.nodes[i].imp else {
+            return Err(InjectError::NotSource(self.nodes[i].path.clone()));
+        };
+        if block.transactional {
+            if let Some((k, reason)) = src.check_block(&block.events) {
+                let why = format!(
+                    "transactional block refused whole: event {} of the block: {reason}",
+                    k + 1
+                );
+                for ev in &block.events {
+                    sink.bad_event(w, ev, &why);
+                }
+                return Ok(());
+            }
+        }
+        let mut inbox = std::mem::take(&mut self.inbox[i]);
+        inbox.clear();
+        inbox.extend(block.events.into_iter().map(|e| (0u8, e)));
+        self.inbox[i] = inbox;
+        self.run_from(i, block.id, now, sink);
+        Ok(())
+    }
+
+    /// Wall-clock retention: the runtime calls this on each heartbeat with its time (µs).
+    pub fn advance_time(&mut self, now: i64, sink: &mut dyn Sink) {
+        for i in 0..self.nodes.len() {
+            let mut out = Vec::new();
+            self.nodes[i].imp.advance_time(now, &mut out);
+            if !out.is_empty() {
+                self.route(i, MsgId(0), out, now, sink);
+                self.run_from(i + 1, MsgId(0), now, sink);
+            }
+        }
+    }
+
+    fn run_from(&mut self, start: usize, id: MsgId, now: i64, sink: &mut dyn Sink) {
+        let mut out: Vec<Event> = Vec::new();
+        for i in start..self.nodes.len() {
+            if self.inbox[i].is_empty() {
+                continue;
+            }
+            let mut input = std::mem::take(&mut self.inbox[i]);
+            out.clear();
+            let node = &mut self.nodes[i];
+            for (port, ev) in input.drain(..) {
+                if let Err((reason, ev)) = node.imp.process(port, ev, now, &mut out) {
+                    sink.bad_event(WindowId(i as u32), &ev, &reason);
+                }
+            }
+            self.inbox[i] = input;
+            if !out.is_empty() {
+                let batch = std::mem::take(&mut out);
+                out = self.route(i, id, batch, now, sink);
+            }
+        }
+    }
+
+    /// Delivers window `i`'s output to the sink (when observed) and to its targets. Returns
+    /// the emptied buffer for reuse.
+    fn route(
+        &mut self,
+        i: usize,
+        id: MsgId,
+        mut events: Vec<Event>,
+        now: i64,
+        sink: &mut dyn Sink,
+    ) -> Vec<Event> {
+        let node = &mut self.nodes[i];
+        if node.observed {
+            sink.output(WindowId(i as u32), id, &events);
+        }
+        if node.output_insert_only {
+            events.retain(|e| e.opcode == sluice_event::Opcode::Insert);
+        }
+        let edges = &node.edges;
+        if edges.is_empty() {
+            events.clear();
+            return events;
+        }
+        match &mut node.splitter {
+            None => {
+                let (last, rest) = edges.split_last().expect("non-empty");
+                for e in rest {
+                    let t = e.target.0 as usize;
+                    self.inbox[t].extend(events.iter().map(|ev| (e.port, ev.clone())));
+                }
+                let t = last.target.0 as usize;
+                let port = last.port;
+                self.inbox[t].extend(events.drain(..).map(|ev| (port, ev)));
+            }
+            Some(sp) => {
+                for ev in events.drain(..) {
+                    let slot = match sp.slot(&ev, now) {
+                        Ok(s) => s,
+                        Err(reason) => {
+                            sink.bad_event(WindowId(i as u32), &ev, &format!("splitter: {reason}"));
+                            continue;
+                        }
+                    };
+                    for e in edges {
+                        if e.slot.is_none_or(|s| s as i64 == slot) {
+                            self.inbox[e.target.0 as usize].push((e.port, ev.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// The rows of a window sorted by key (empty for stateless windows).
+    pub fn rows_sorted(&self, w: WindowId) -> Vec<&Row> {
+        let node = &self.nodes[w.0 as usize];
+        let keys = node.schema.key_indices();
+        let mut rows = node.imp.rows();
+        rows.sort_by(|a, b| {
+            keys.iter()
+                .map(|&k| a[k].cmp(&b[k]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        rows
+    }
+
+    /// Number of rows a window holds.
+    pub fn row_count(&self, w: WindowId) -> usize {
+        self.nodes[w.0 as usize].imp.row_count()
+    }
+}

@@ -176,19 +176,23 @@ fn parse_double(s: &str) -> Option<f64> {
 
 /// Parses one CSV line into an event of `schema`.
 pub fn parse_event(line: &str, schema: &Schema, opts: &CsvOptions) -> Result<Event, CsvError> {
-    let mut cols = Vec::with_capacity(schema.len() + 2);
-    parse_event_with(line, schema, opts, &mut cols)
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if !line.as_bytes().contains(&b'"') {
+        // Fast path: no quoting, no allocation for the split.
+        parse_fields(line.split(opts.delim() as char), schema, opts)
+    } else {
+        let mut cols = Vec::new();
+        split_line(line, opts.delim(), &mut cols)?;
+        parse_fields(cols.iter().map(|c| c.as_ref()), schema, opts)
+    }
 }
 
-/// [`parse_event`] with a reusable column buffer (the hot path of file publishers).
-pub fn parse_event_with<'a>(
-    line: &'a str,
+fn parse_fields<'a>(
+    mut cols: impl Iterator<Item = &'a str>,
     schema: &Schema,
     opts: &CsvOptions,
-    cols: &mut Vec<std::borrow::Cow<'a, str>>,
 ) -> Result<Event, CsvError> {
-    split_line(line, opts.delim(), cols)?;
-    let mut it = 0usize;
     let opcode = if opts.add_opcode {
         if opts.upsert {
             Opcode::Upsert
@@ -196,40 +200,46 @@ pub fn parse_event_with<'a>(
             Opcode::Insert
         }
     } else {
-        let t = cols.first().map_or("", |c| c.as_ref());
-        it += 1;
+        let t = cols.next().unwrap_or("");
         Opcode::parse(t).ok_or_else(|| CsvError::Opcode(t.to_string()))?
     };
     let flags = if opts.add_flags {
         Flags::Normal
     } else {
-        let t = cols.get(it).map_or("", |c| c.as_ref());
-        it += 1;
+        let t = cols.next().unwrap_or("");
         Flags::parse(t).ok_or_else(|| CsvError::Flags(t.to_string()))?
     };
     let expected = schema.len() - usize::from(opts.missing_field.is_some());
-    let found = cols.len().saturating_sub(it);
-    // A delete needs only its key: trailing empty columns may be missing.
-    if found != expected
-        && !(matches!(opcode, Opcode::Delete | Opcode::SafeDelete) && found < expected && found > 0)
-    {
-        return Err(CsvError::FieldCount { expected, found });
-    }
+    let is_delete = matches!(opcode, Opcode::Delete | Opcode::SafeDelete);
     let fmt = opts.dateformat.as_ref();
     let mut row = Vec::with_capacity(schema.len());
+    let mut found = 0usize;
     for (i, field) in schema.fields().iter().enumerate() {
         if opts.missing_field == Some(i) {
             row.push(Value::Null);
             continue;
         }
-        let text = cols.get(it).map_or("", |c| c.as_ref());
-        it += 1;
+        let text = match cols.next() {
+            Some(t) => {
+                found += 1;
+                t
+            }
+            None => "",
+        };
         let v = parse_value(text, field.ty, fmt).ok_or_else(|| CsvError::Value {
             field: field.name.clone(),
             ty: field.ty,
             text: text.to_string(),
         })?;
         row.push(v);
+    }
+    let extra = cols.count();
+    // A delete needs only its key: trailing empty columns may be missing.
+    if extra > 0 || (found < expected && !(is_delete && found > 0)) {
+        return Err(CsvError::FieldCount {
+            expected,
+            found: found + extra,
+        });
     }
     Ok(Event {
         opcode,

@@ -1,0 +1,574 @@
+//! `window-aggregate`: group by the window's key fields, one output row per group.
+//!
+//! Additive functions (sum, count, average, standard deviation, weighted average) are kept
+//! in O(1) per event. Min and max keep an ordered multiset of values (O(log n) under delete
+//! and update); on insert-only input they are running values. Order-dependent functions
+//! (first, last, lag, cat) keep the group's member values ordered by the sequence of the
+//! event that last touched each member: on insert-only input, first/last/lag/cat need only
+//! O(1) or O(n) memory of their own.
+
+use std::collections::BTreeMap;
+
+use sluice_event::{Event, FieldType, Key, Opcode, Row, Value};
+use sluice_expr::{EventInfo, ExprId, Globals, Program};
+
+use crate::state::FxIndexMap;
+
+/// Aggregate functions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AggFn {
+    Sum,
+    Count,
+    Ave,
+    Std,
+    WAve,
+    Max,
+    Min,
+    First,
+    Last,
+    Lag(usize),
+    Cat(String),
+    Mode,
+    CountDistinct,
+    /// A plain expression (no ESP_a function): its value on the group's latest event.
+    Plain,
+}
+
+impl AggFn {
+    fn needs_members(&self, insert_only: bool) -> bool {
+        match self {
+            AggFn::First | AggFn::Last | AggFn::Lag(_) | AggFn::Cat(_) | AggFn::Plain => {
+                !insert_only
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where an argument's value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    Field(usize),
+    Expr(ExprId),
+}
+
+/// One output field of the aggregate.
+#[derive(Clone, Debug)]
+pub struct AggField {
+    pub func: AggFn,
+    pub args: Vec<Arg>,
+    pub ty: FieldType,
+    /// Position in the output row.
+    pub out_pos: usize,
+}
+
+/// Running state of one function in one group.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Acc {
+    /// Sum/average/std over integers (exact) or doubles.
+    Num {
+        int: i128,
+        float: f64,
+        sq: f64,
+        n: i64,
+        is_float: bool,
+    },
+    WAve {
+        sw: f64,
+        swf: f64,
+    },
+    /// Multiset of values (min/max/mode/count-distinct under deletes).
+    Multi(BTreeMap<Value, u32>),
+    /// A running value (min/max/first/last on insert-only input).
+    Running(Value),
+    /// Last n+1 values (lag on insert-only input), oldest first.
+    Ring(std::collections::VecDeque<Value>),
+    /// Concatenation (cat on insert-only input).
+    Text(String),
+    /// Nothing kept here (count, or order-dependent functions computed from members).
+    None,
+}
+
+/// One group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    /// The current output row.
+    pub row: Row,
+    pub count: i64,
+    pub accs: Vec<Acc>,
+    /// Member argument values by input key, with the seq of the event that last touched them.
+    pub members: FxIndexMap<Key, (u64, Vec<Value>)>,
+    /// seq -> input key, ordered.
+    pub order: BTreeMap<u64, Key>,
+}
+
+/// The aggregate window.
+#[derive(Clone, Debug)]
+pub struct AggregateWindow {
+    pub fields: Vec<AggField>,
+    /// Positions, in the input row, of the output key fields.
+    pub group_by: Vec<usize>,
+    /// Output schema width.
+    pub width: usize,
+    /// Positions of key fields in the output row.
+    pub out_keys: Vec<usize>,
+    /// Key positions of the input window (member identity).
+    pub input_keys: Vec<usize>,
+    pub insert_only: bool,
+    pub keep_members: bool,
+    pub program: Program,
+    pub globals: Globals,
+    pub groups: FxIndexMap<Key, Group>,
+    pub next_seq: u64,
+    /// Argument values of the current event, one Vec per field (reused).
+    scratch: Vec<Vec<Value>>,
+}
+
+impl AggregateWindow {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        fields: Vec<AggField>,
+        group_by: Vec<usize>,
+        width: usize,
+        out_keys: Vec<usize>,
+        input_keys: Vec<usize>,
+        insert_only: bool,
+        program: Program,
+        globals: Globals,
+    ) -> AggregateWindow {
+        let keep_members = fields.iter().any(|f| f.func.needs_members(insert_only));
+        let scratch = fields
+            .iter()
+            .map(|f| Vec::with_capacity(f.args.len()))
+            .collect();
+        AggregateWindow {
+            fields,
+            group_by,
+            width,
+            out_keys,
+            input_keys,
+            insert_only,
+            keep_members,
+            program,
+            globals,
+            groups: FxIndexMap::default(),
+            next_seq: 0,
+            scratch,
+        }
+    }
+
+    fn new_acc(&self, f: &AggField) -> Acc {
+        match &f.func {
+            AggFn::Sum | AggFn::Ave | AggFn::Std => Acc::Num {
+                int: 0,
+                float: 0.0,
+                sq: 0.0,
+                n: 0,
+                is_float: false,
+            },
+            AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
+            AggFn::Max | AggFn::Min if self.insert_only => Acc::Running(Value::Null),
+            AggFn::Max | AggFn::Min | AggFn::Mode | AggFn::CountDistinct => {
+                Acc::Multi(BTreeMap::new())
+            }
+            AggFn::First | AggFn::Last | AggFn::Plain if self.insert_only => {
+                Acc::Running(Value::Null)
+            }
+            AggFn::Lag(_) if self.insert_only => Acc::Ring(Default::default()),
+            AggFn::Cat(_) if self.insert_only => Acc::Text(String::new()),
+            _ => Acc::None,
+        }
+    }
+
+    /// Evaluates every field's arguments on `row` into `self.scratch`.
+    fn eval_args(&mut self, row: &[Value], info: EventInfo) -> Result<(), String> {
+        for (i, f) in self.fields.iter().enumerate() {
+            let dst = &mut self.scratch[i];
+            dst.clear();
+            for a in &f.args {
+                let v = match a {
+                    Arg::Field(p) => row[*p].clone(),
+                    Arg::Expr(id) => self
+                        .program
+                        .eval(*id, row, info, &mut self.globals)
+                        .map_err(|e| e.to_string())?,
+                };
+                dst.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes one input event, pushing the group changes it causes.
+    pub fn process(&mut self, ev: &Event, now: i64, out: &mut Vec<Event>) -> Result<(), String> {
+        let info = EventInfo {
+            opcode: ev.opcode,
+            flags: ev.flags,
+            now_micros: now,
+        };
+        match ev.opcode {
+            Opcode::Insert => {
+                self.eval_args(&ev.row, info)?;
+                self.add(&ev.row, out);
+            }
+            Opcode::Delete | Opcode::SafeDelete => {
+                self.eval_args(&ev.row, info)?;
+                self.retract(&ev.row, out)?;
+            }
+            Opcode::Update => {
+                let Some(old) = &ev.old else {
+                    return Err("update without its previous row: the aggregate's input must be a stateful window".into());
+                };
+                let old_key = sluice_event::event::key_of(old, &self.group_by);
+                let new_key = sluice_event::event::key_of(&ev.row, &self.group_by);
+                if old_key == new_key {
+                    // Retract and add inside one group: one update out.
+                    self.eval_args(old, info)?;
+                    let gi = self
+                        .groups
+                        .get_index_of(&old_key)
+                        .ok_or("update of a row the aggregate has not seen")?;
+                    let member = sluice_event::event::key_of(old, &self.input_keys);
+                    self.retract_from(gi, &member)?;
+                    self.eval_args(&ev.row, info)?;
+                    let member = sluice_event::event::key_of(&ev.row, &self.input_keys);
+                    self.add_to(gi, member);
+                    let new_row = self.result_row(gi, &ev.row);
+                    let g = &mut self.groups[gi];
+                    let old_row = std::mem::replace(&mut g.row, new_row.clone());
+                    out.push(Event::update(new_row, old_row));
+                } else {
+                    self.eval_args(old, info)?;
+                    self.retract(old, out)?;
+                    self.eval_args(&ev.row, info)?;
+                    self.add(&ev.row, out);
+                }
+            }
+            Opcode::Upsert => {
+                return Err(
+                    "upsert reached an aggregate window: upserts are resolved by a stateful source"
+                        .into(),
+                )
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, row: &[Value], out: &mut Vec<Event>) {
+        let key = sluice_event::event::key_of(row, &self.group_by);
+        let member = if self.keep_members {
+            sluice_event::event::key_of(row, &self.input_keys)
+        } else {
+            Key::new()
+        };
+        let (gi, fresh) = match self.groups.get_index_of(&key) {
+            Some(gi) => (gi, false),
+            None => {
+                let accs = self.fields.iter().map(|f| self.new_acc(f)).collect();
+                let (gi, _) = self.groups.insert_full(
+                    key,
+                    Group {
+                        row: Vec::new(),
+                        count: 0,
+                        accs,
+                        members: FxIndexMap::default(),
+                        order: BTreeMap::new(),
+                    },
+                );
+                (gi, true)
+            }
+        };
+        self.add_to(gi, member);
+        let new_row = self.result_row(gi, row);
+        let g = &mut self.groups[gi];
+        if fresh {
+            g.row = new_row.clone();
+            out.push(Event::insert(new_row));
+        } else {
+            let old_row = std::mem::replace(&mut g.row, new_row.clone());
+            out.push(Event::update(new_row, old_row));
+        }
+    }
+
+    fn retract(&mut self, row: &[Value], out: &mut Vec<Event>) -> Result<(), String> {
+        let key = sluice_event::event::key_of(row, &self.group_by);
+        let gi = self
+            .groups
+            .get_index_of(&key)
+            .ok_or("delete of a row the aggregate has not seen")?;
+        let member = sluice_event::event::key_of(row, &self.input_keys);
+        self.retract_from(gi, &member)?;
+        if self.groups[gi].count == 0 {
+            let (_, g) = self.groups.swap_remove_index(gi).expect("present");
+            out.push(Event::delete(g.row));
+        } else {
+            let new_row = self.result_row(gi, row);
+            let g = &mut self.groups[gi];
+            let old_row = std::mem::replace(&mut g.row, new_row.clone());
+            out.push(Event::update(new_row, old_row));
+        }
+        Ok(())
+    }
+
+    fn add_to(&mut self, gi: usize, member: Key) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let insert_only = self.insert_only;
+        let keep = self.keep_members;
+        let g = &mut self.groups[gi];
+        g.count += 1;
+        for (i, f) in self.fields.iter().enumerate() {
+            let args = &self.scratch[i];
+            acc_add(&mut g.accs[i], &f.func, args, insert_only);
+        }
+        if keep {
+            let vals: Vec<Value> = self
+                .scratch
+                .iter()
+                .map(|a| a.first().cloned().unwrap_or_default())
+                .collect();
+            if let Some((old_seq, _)) = g.members.insert(member.clone(), (seq, vals)) {
+                g.order.remove(&old_seq);
+            }
+            g.order.insert(seq, member);
+        }
+    }
+
+    fn retract_from(&mut self, gi: usize, member: &Key) -> Result<(), String> {
+        let keep = self.keep_members;
+        let g = &mut self.groups[gi];
+        for (i, f) in self.fields.iter().enumerate() {
+            acc_remove(&mut g.accs[i], &f.func, &self.scratch[i]);
+        }
+        g.count -= 1;
+        if keep {
+            if let Some((seq, _)) = g.members.swap_remove(member) {
+                g.order.remove(&seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// The group's output row after a change; `row` is the event's input row (for key values).
+    fn result_row(&self, gi: usize, row: &[Value]) -> Row {
+        let g = &self.groups[gi];
+        let mut out = vec![Value::Null; self.width];
+        for (k, &p) in self.out_keys.iter().enumerate() {
+            out[p] = row[self.group_by[k]].clone();
+        }
+        for (i, f) in self.fields.iter().enumerate() {
+            let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
+            out[f.out_pos] = v.coerce(f.ty).unwrap_or(Value::Null);
+        }
+        out
+    }
+}
+
+fn num_add(acc: &mut Acc, v: &Value, sign: i64) {
+    let Acc::Num {
+        int,
+        float,
+        sq,
+        n,
+        is_float,
+    } = acc
+    else {
+        return;
+    };
+    match v {
+        Value::Null => return,
+        Value::Int32(x) => *int += sign as i128 * *x as i128,
+        Value::Int64(x) | Value::Date(x) | Value::Stamp(x) => *int += sign as i128 * *x as i128,
+        other => {
+            *is_float = true;
+            if let Some(f) = other.as_f64() {
+                *float += sign as f64 * f;
+            }
+        }
+    }
+    if let Some(f) = v.as_f64() {
+        *sq += sign as f64 * f * f;
+    }
+    *n += sign;
+}
+
+fn acc_add(acc: &mut Acc, func: &AggFn, args: &[Value], insert_only: bool) {
+    let v = args.first().cloned().unwrap_or_default();
+    match (acc, func) {
+        (acc @ Acc::Num { .. }, _) => num_add(acc, &v, 1),
+        (Acc::WAve { sw, swf }, _) => {
+            if let (Some(w), Some(f)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
+                *sw += w;
+                *swf += w * f;
+            }
+        }
+        (Acc::Multi(m), _) => {
+            if !v.is_null() {
+                *m.entry(v).or_insert(0) += 1;
+            }
+        }
+        (Acc::Running(cur), f) => match f {
+            AggFn::Max => {
+                if !v.is_null() && (cur.is_null() || v > *cur) {
+                    *cur = v;
+                }
+            }
+            AggFn::Min => {
+                if !v.is_null() && (cur.is_null() || v < *cur) {
+                    *cur = v;
+                }
+            }
+            AggFn::First => {
+                if cur.is_null() {
+                    *cur = v;
+                }
+            }
+            _ => *cur = v,
+        },
+        (Acc::Ring(r), AggFn::Lag(n)) => {
+            r.push_back(v);
+            while r.len() > n + 1 {
+                r.pop_front();
+            }
+        }
+        (Acc::Text(t), AggFn::Cat(sep)) => {
+            if !v.is_null() {
+                if !t.is_empty() {
+                    t.push_str(sep);
+                }
+                t.push_str(&v.to_string());
+            }
+        }
+        _ => {
+            let _ = insert_only;
+        }
+    }
+}
+
+fn acc_remove(acc: &mut Acc, _func: &AggFn, args: &[Value]) {
+    let v = args.first().cloned().unwrap_or_default();
+    match acc {
+        Acc::Num { .. } => num_add(acc, &v, -1),
+        Acc::WAve { sw, swf } => {
+            if let (Some(w), Some(f)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
+                *sw -= w;
+                *swf -= w * f;
+            }
+        }
+        Acc::Multi(m) => {
+            if let Some(c) = m.get_mut(&v) {
+                *c -= 1;
+                if *c == 0 {
+                    m.remove(&v);
+                }
+            }
+        }
+        // Running values are used only on insert-only input, which never retracts.
+        _ => {}
+    }
+}
+
+fn num_value(int: i128, float: f64, is_float: bool) -> Value {
+    if is_float {
+        Value::Double(float + int as f64)
+    } else {
+        i64::try_from(int).map_or(Value::Null, Value::Int64)
+    }
+}
+
+fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> Value {
+    // Order-dependent functions over members (non-insert-only input).
+    let member_vals = || {
+        g.order
+            .values()
+            .filter_map(|k| g.members.get(k))
+            .map(move |(_, v)| &v[field])
+    };
+    match (func, acc) {
+        (AggFn::Count, _) => Value::Int64(count),
+        (
+            AggFn::Sum,
+            Acc::Num {
+                int,
+                float,
+                n,
+                is_float,
+                ..
+            },
+        ) => {
+            if *n == 0 {
+                Value::Null
+            } else {
+                num_value(*int, *float, *is_float)
+            }
+        }
+        (AggFn::Ave, Acc::Num { int, float, n, .. }) => {
+            if *n == 0 {
+                Value::Null
+            } else {
+                Value::Double((*float + *int as f64) / *n as f64)
+            }
+        }
+        (
+            AggFn::Std,
+            Acc::Num {
+                int, float, sq, n, ..
+            },
+        ) => {
+            if *n < 2 {
+                Value::Null
+            } else {
+                let s = *float + *int as f64;
+                let nf = *n as f64;
+                let var = ((*sq - s * s / nf) / (nf - 1.0)).max(0.0);
+                Value::Double(var.sqrt())
+            }
+        }
+        (AggFn::WAve, Acc::WAve { sw, swf }) => {
+            if *sw == 0.0 {
+                Value::Null
+            } else {
+                Value::Double(swf / sw)
+            }
+        }
+        (AggFn::Max, Acc::Multi(m)) => m.keys().next_back().cloned().unwrap_or_default(),
+        (AggFn::Min, Acc::Multi(m)) => m.keys().next().cloned().unwrap_or_default(),
+        (AggFn::CountDistinct, Acc::Multi(m)) => Value::Int64(m.len() as i64),
+        (AggFn::Mode, Acc::Multi(m)) => {
+            let mut best: Option<(&Value, u32)> = None;
+            for (v, c) in m {
+                if best.is_none_or(|(_, bc)| *c > bc) {
+                    best = Some((v, *c));
+                }
+            }
+            best.map(|(v, _)| v.clone()).unwrap_or_default()
+        }
+        (_, Acc::Running(v)) => v.clone(),
+        (AggFn::Lag(n), Acc::Ring(r)) => {
+            if r.len() > *n {
+                r[r.len() - 1 - n].clone()
+            } else {
+                Value::Null
+            }
+        }
+        (AggFn::Cat(_), Acc::Text(t)) => Value::str(t),
+        (AggFn::First, _) => member_vals().next().cloned().unwrap_or_default(),
+        (AggFn::Last | AggFn::Plain, _) => member_vals().last().cloned().unwrap_or_default(),
+        (AggFn::Lag(n), _) => {
+            let vals: Vec<&Value> = member_vals().collect();
+            if vals.len() > *n {
+                vals[vals.len() - 1 - n].clone()
+            } else {
+                Value::Null
+            }
+        }
+        (AggFn::Cat(sep), _) => {
+            let parts: Vec<String> = member_vals()
+                .filter(|v| !v.is_null())
+                .map(|v| v.to_string())
+                .collect();
+            Value::str(&parts.join(sep))
+        }
+        _ => Value::Null,
+    }
+}

@@ -1,0 +1,242 @@
+//! [`Runner`]: one project with its fs connectors.
+//!
+//! Publishers run one after another, each to the end of its file: in the order of the
+//! project's connector groups when it has `project-connectors` orchestration, else in
+//! document order. Running them one at a time keeps the input order, and so the output,
+//! deterministic (the commercial tool starts them all at once and interleaves them).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sluice_connector::{ConnectorError, FsPublisher, FsSubscriber};
+use sluice_engine::{Diagnostic, Engine, Sink, WindowId};
+use sluice_event::{Event, MsgId};
+use sluice_model::{ConnectorDirection, ConnectorSpec, ProjectSpec};
+
+use crate::bad::BadEvents;
+
+/// Why a project cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("project '{project}' cannot start:\n{}", .diags.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        project: String,
+        diags: Vec<Diagnostic>,
+    },
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("connector '{connector}': unsupported connector class '{class}' for `sluice run` (supported: fs)")]
+    UnsupportedClass { connector: String, class: String },
+    #[error("reading input: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Counts from a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub blocks: u64,
+    pub events: u64,
+    pub bad: u64,
+}
+
+struct Subs {
+    by_window: BTreeMap<WindowId, Vec<FsSubscriber>>,
+    paths: Vec<String>,
+    bad: BadEvents,
+    error: Option<std::io::Error>,
+}
+
+impl Sink for Subs {
+    fn output(&mut self, window: WindowId, _id: MsgId, events: &[Event]) {
+        if let Some(subs) = self.by_window.get_mut(&window) {
+            for s in subs {
+                if let Err(e) = s.write(events) {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    fn bad_event(&mut self, window: WindowId, event: &Event, reason: &str) {
+        let path = &self.paths[window.0 as usize];
+        self.bad.event(path, event, reason);
+    }
+}
+
+/// One project with its file connectors.
+pub struct Runner {
+    pub engine: Engine,
+    project: String,
+    publishers: Vec<(WindowId, String, FsPublisher)>,
+    subs: Subs,
+}
+
+/// Publish connectors in run order: orchestration groups first (topologically), the rest in
+/// document order.
+fn publisher_order(spec: &ProjectSpec) -> Vec<(String, String, ConnectorSpec)> {
+    let mut all: Vec<(String, String, ConnectorSpec)> = Vec::new();
+    for cq in &spec.contqueries {
+        for w in &cq.windows {
+            for c in &w.connectors {
+                if c.direction == ConnectorDirection::Publish && c.active {
+                    all.push((cq.name.clone(), w.name.clone(), c.clone()));
+                }
+            }
+        }
+    }
+    if spec.connector_groups.is_empty() {
+        return all;
+    }
+    // Kahn over groups, ties by document order.
+    let names: Vec<&str> = spec
+        .connector_groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    let mut indeg = vec![0usize; names.len()];
+    for (_, t) in &spec.connector_group_edges {
+        if let Some(i) = names.iter().position(|n| n == t) {
+            indeg[i] += 1;
+        }
+    }
+    let mut done = vec![false; names.len()];
+    let mut order = Vec::new();
+    while order.len() < names.len() {
+        let Some(i) = (0..names.len()).find(|&i| !done[i] && indeg[i] == 0) else {
+            // A cycle: the rest in document order.
+            order.extend((0..names.len()).filter(|&i| !done[i]));
+            break;
+        };
+        done[i] = true;
+        order.push(i);
+        for (s, t) in &spec.connector_group_edges {
+            if s == names[i] {
+                if let Some(j) = names.iter().position(|n| n == t) {
+                    indeg[j] = indeg[j].saturating_sub(1);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for gi in order {
+        for (entry, _state) in &spec.connector_groups[gi].entries {
+            // entry: cq/window/connector
+            let parts: Vec<&str> = entry.split('/').collect();
+            if let [cq, w, c] = parts[..] {
+                if let Some(pos) = all
+                    .iter()
+                    .position(|(a, b, s)| a == cq && b == w && s.name == c)
+                {
+                    out.push(all.remove(pos));
+                }
+            }
+        }
+    }
+    out.extend(all);
+    out
+}
+
+impl Runner {
+    /// Compiles the project and opens its fs connectors; file names resolve against `base`.
+    pub fn new(spec: &ProjectSpec, base: &Path, bad: BadEvents) -> Result<Runner, RunError> {
+        let mut engine = Engine::new(spec).map_err(|diags| RunError::Invalid {
+            project: spec.name.clone(),
+            diags,
+        })?;
+        let mut publishers = Vec::new();
+        for (cq, w, c) in publisher_order(spec) {
+            if c.class != "fs" {
+                return Err(RunError::UnsupportedClass {
+                    connector: format!("{cq}/{w}/{}", c.name),
+                    class: c.class.clone(),
+                });
+            }
+            let id = engine.window(&cq, &w).expect("compiled window");
+            let node = engine.node(id);
+            let autogen = match &node.imp {
+                sluice_engine::window::WindowImpl::Source(s) => s.autogen.as_ref().map(|a| a.field),
+                _ => None,
+            };
+            let p = FsPublisher::open(&c, &node.schema, autogen, base)?;
+            publishers.push((id, format!("{}/{cq}/{w}/{}", spec.name, c.name), p));
+        }
+        let mut by_window: BTreeMap<WindowId, Vec<FsSubscriber>> = BTreeMap::new();
+        for cq in &spec.contqueries {
+            for w in &cq.windows {
+                for c in &w.connectors {
+                    if c.direction != ConnectorDirection::Subscribe || !c.active {
+                        continue;
+                    }
+                    if c.class != "fs" {
+                        return Err(RunError::UnsupportedClass {
+                            connector: format!("{}/{}/{}", cq.name, w.name, c.name),
+                            class: c.class.clone(),
+                        });
+                    }
+                    let id = engine.window(&cq.name, &w.name).expect("compiled window");
+                    let s = FsSubscriber::open(c, &engine.node(id).schema, base)?;
+                    engine.observe(id, true);
+                    by_window.entry(id).or_default().push(s);
+                }
+            }
+        }
+        let paths = engine
+            .nodes()
+            .iter()
+            .map(|n| format!("{}/{}", spec.name, n.path))
+            .collect();
+        Ok(Runner {
+            engine,
+            project: spec.name.clone(),
+            publishers,
+            subs: Subs {
+                by_window,
+                paths,
+                bad,
+                error: None,
+            },
+        })
+    }
+
+    /// The project name.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// Runs every publisher to the end of its input. `clock` gives the time for each block.
+    pub fn run_to_end(&mut self, clock: &mut dyn FnMut() -> i64) -> Result<RunStats, RunError> {
+        let mut stats = RunStats::default();
+        let before = self.subs.bad.count();
+        for (id, name, p) in &mut self.publishers {
+            while let Some(batch) = p.next_batch()? {
+                for b in &batch.bad {
+                    self.subs.bad.line(name, b.line, &b.text, &b.reason);
+                }
+                if batch.block.events.is_empty() {
+                    continue;
+                }
+                stats.blocks += 1;
+                stats.events += batch.block.events.len() as u64;
+                self.engine
+                    .inject(*id, batch.block, clock(), &mut self.subs)
+                    .expect("publishers feed source windows");
+            }
+        }
+        for subs in self.subs.by_window.values_mut() {
+            for s in subs {
+                s.flush()?;
+            }
+        }
+        if let Some(e) = self.subs.error.take() {
+            return Err(RunError::Io(e));
+        }
+        self.subs.bad.flush();
+        stats.bad = self.subs.bad.count() - before;
+        Ok(stats)
+    }
+
+    /// Bad events recorded so far.
+    pub fn bad_count(&self) -> u64 {
+        self.subs.bad.count()
+    }
+}
