@@ -210,9 +210,52 @@ impl FsPublisher {
         &self.path
     }
 
-    /// Lines consumed so far (the input position a snapshot records).
+    /// The input position a snapshot records: lines consumed for CSV (header lines
+    /// included), blocks read for XML.
     pub fn position(&self) -> u64 {
-        self.lines
+        match self.input {
+            Input::Csv(_) => self.lines,
+            Input::Xml(_) => self.blocks,
+        }
+    }
+
+    /// Skips input up to `position` (after a restore), without producing events. Fails when
+    /// the file is shorter than the position.
+    pub fn skip_to(&mut self, position: u64) -> std::io::Result<()> {
+        match &mut self.input {
+            Input::Csv(reader) => {
+                while self.lines < position {
+                    self.line_buf.clear();
+                    if reader.read_line(&mut self.line_buf)? == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "{} has {} lines, the snapshot's position is line {position}",
+                                self.path.display(),
+                                self.lines
+                            ),
+                        ));
+                    }
+                    self.lines += 1;
+                }
+            }
+            Input::Xml(it) => {
+                while self.blocks < position {
+                    if it.next().is_none() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "{} has {} blocks, the snapshot's position is block {position}",
+                                self.path.display(),
+                                self.blocks
+                            ),
+                        ));
+                    }
+                    self.blocks += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether bad lines are dropped silently (`ignorecsvparseerrors`) rather than reported.
@@ -221,7 +264,8 @@ impl FsPublisher {
     }
 
     /// Reads the next block; `None` at the end of the file (or `maxevents`). The block's
-    /// message ID is its 1-based sequence number.
+    /// message ID is the input position after it: the number of its last line for CSV, its
+    /// 1-based index for XML.
     pub fn next_batch(&mut self) -> std::io::Result<Option<PubBatch>> {
         if self.max_events.is_some_and(|m| self.events >= m) {
             return Ok(None);
@@ -277,7 +321,9 @@ impl FsPublisher {
                     return Ok(None);
                 }
                 self.blocks += 1;
-                batch.block.id = MsgId(self.blocks);
+                // The ID is the input position after the block (its last line): it survives a
+                // restore, which resumes from that position.
+                batch.block.id = MsgId(self.lines);
                 batch.block.transactional = self.transactional;
                 Ok(Some(batch))
             }

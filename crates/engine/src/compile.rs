@@ -783,30 +783,26 @@ fn build_join(
     let (mut p, g) = program(ctx, w, &combined, w.expr_init.as_ref())?;
     let mut outputs = Vec::new();
     let mut ok = true;
-    let add = |ctx: &mut Ctx,
-               fields: &mut Vec<Field>,
-               name: &str,
-               ty: FieldType,
-               line: u32|
-     -> bool {
-        if fields.iter().any(|f| f.name == name) {
-            ctx.err(
-                line,
-                &w.name,
-                format!(
+    let add =
+        |ctx: &mut Ctx, fields: &mut Vec<Field>, name: &str, ty: FieldType, line: u32| -> bool {
+            if fields.iter().any(|f| f.name == name) {
+                ctx.err(
+                    line,
+                    &w.name,
+                    format!(
                     "output field '{name}' is declared twice (key fields are added automatically)"
                 ),
-            );
-            false
-        } else {
-            fields.push(Field {
-                name: name.to_string(),
-                ty,
-                key: false,
-            });
-            true
-        }
-    };
+                );
+                false
+            } else {
+                fields.push(Field {
+                    name: name.to_string(),
+                    ty,
+                    key: false,
+                });
+                true
+            }
+        };
     let side_field = |src: &str| -> Option<(bool, usize, FieldType)> {
         if let Some(n) = src.strip_prefix("l_") {
             ls.index_of(n).map(|i| (true, i, ls.field(i).ty))

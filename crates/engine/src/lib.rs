@@ -15,6 +15,7 @@
 //! reach output. Same input blocks and times, same output, byte for byte.
 
 mod compile;
+pub mod snapshot;
 pub mod state;
 pub mod window;
 
@@ -68,6 +69,21 @@ pub enum InjectError {
         "window '{0}' is not a source window: events can only be published into source windows"
     )]
     NotSource(String),
+}
+
+/// Why a set of window files cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("window '{window}': {error}")]
+    Decode {
+        window: String,
+        #[source]
+        error: snapshot::DecodeError,
+    },
+    #[error("the snapshot has no state for window '{0}'")]
+    Missing(String),
+    #[error("the snapshot has state for window '{0}', which the project does not have")]
+    Unknown(String),
 }
 
 /// An edge out of a window.
@@ -282,6 +298,49 @@ impl Engine {
             }
         }
         events
+    }
+
+    /// The state of every window, encoded (docs/formats/snapshot.md), keyed by `cq/window`.
+    /// Taken between blocks, so it is a consistent cut.
+    pub fn snapshot_windows(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let bytes =
+                    snapshot::encode_window(&n.imp, n.splitter.as_ref().map(|s| &s.globals));
+                (n.path.clone(), bytes)
+            })
+            .collect()
+    }
+
+    /// Replaces every window's state with the decoded `files` (keyed by `cq/window`). All or
+    /// nothing: on any error the engine is unchanged.
+    pub fn restore_windows(
+        &mut self,
+        files: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), RestoreError> {
+        for path in files.keys() {
+            if !self.nodes.iter().any(|n| &n.path == path) {
+                return Err(RestoreError::Unknown(path.clone()));
+            }
+        }
+        let mut nodes = self.nodes.clone();
+        for n in &mut nodes {
+            let bytes = files
+                .get(&n.path)
+                .ok_or_else(|| RestoreError::Missing(n.path.clone()))?;
+            snapshot::decode_window(
+                bytes,
+                &mut n.imp,
+                n.splitter.as_mut().map(|s| &mut s.globals),
+            )
+            .map_err(|error| RestoreError::Decode {
+                window: n.path.clone(),
+                error,
+            })?;
+        }
+        self.nodes = nodes;
+        Ok(())
     }
 
     /// The rows of a window sorted by key (empty for stateless windows).

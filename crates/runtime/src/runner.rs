@@ -29,6 +29,16 @@ pub enum RunError {
     UnsupportedClass { connector: String, class: String },
     #[error("reading input: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] sluice_persist::PersistError),
+    #[error("snapshot {dir}: {error}")]
+    Restore {
+        dir: String,
+        #[source]
+        error: sluice_engine::RestoreError,
+    },
+    #[error("snapshot {dir}: {why}")]
+    Position { dir: String, why: String },
 }
 
 /// Counts from a run.
@@ -44,10 +54,23 @@ struct Subs {
     paths: Vec<String>,
     bad: BadEvents,
     error: Option<std::io::Error>,
+    /// Every observed window's output as text, when capturing (tests).
+    capture: Option<Vec<String>>,
 }
 
 impl Sink for Subs {
-    fn output(&mut self, window: WindowId, _id: MsgId, events: &[Event]) {
+    fn output(&mut self, window: WindowId, id: MsgId, events: &[Event]) {
+        if let Some(c) = &mut self.capture {
+            for e in events {
+                let mut line = format!("{} {} ", self.paths[window.0 as usize], id);
+                sluice_event::csv::write_event(e, None, &mut line);
+                if let Some(old) = &e.old {
+                    line.push_str(" old=");
+                    sluice_event::csv::write_row(old, None, &mut line);
+                }
+                c.push(line);
+            }
+        }
         if let Some(subs) = self.by_window.get_mut(&window) {
             for s in subs {
                 if let Err(e) = s.write(events) {
@@ -139,6 +162,17 @@ fn publisher_order(spec: &ProjectSpec) -> Vec<(String, String, ConnectorSpec)> {
 impl Runner {
     /// Compiles the project and opens its fs connectors; file names resolve against `base`.
     pub fn new(spec: &ProjectSpec, base: &Path, bad: BadEvents) -> Result<Runner, RunError> {
+        Runner::with_dirs(spec, base, base, bad)
+    }
+
+    /// Like [`Runner::new`], with relative input files resolved against `input_base` and
+    /// relative output files against `output_base`.
+    pub fn with_dirs(
+        spec: &ProjectSpec,
+        input_base: &Path,
+        output_base: &Path,
+        bad: BadEvents,
+    ) -> Result<Runner, RunError> {
         let mut engine = Engine::new(spec).map_err(|diags| RunError::Invalid {
             project: spec.name.clone(),
             diags,
@@ -157,7 +191,7 @@ impl Runner {
                 sluice_engine::window::WindowImpl::Source(s) => s.autogen.as_ref().map(|a| a.field),
                 _ => None,
             };
-            let p = FsPublisher::open(&c, &node.schema, autogen, base)?;
+            let p = FsPublisher::open(&c, &node.schema, autogen, input_base)?;
             publishers.push((id, format!("{}/{cq}/{w}/{}", spec.name, c.name), p));
         }
         let mut by_window: BTreeMap<WindowId, Vec<FsSubscriber>> = BTreeMap::new();
@@ -174,7 +208,7 @@ impl Runner {
                         });
                     }
                     let id = engine.window(&cq.name, &w.name).expect("compiled window");
-                    let s = FsSubscriber::open(c, &engine.node(id).schema, base)?;
+                    let s = FsSubscriber::open(c, &engine.node(id).schema, output_base)?;
                     engine.observe(id, true);
                     by_window.entry(id).or_default().push(s);
                 }
@@ -194,8 +228,117 @@ impl Runner {
                 paths,
                 bad,
                 error: None,
+                capture: None,
             },
         })
+    }
+
+    /// Records every window's output as text (`p/cq/w ID OPCODE,FLAGS,fields[ old=...]`).
+    pub fn capture_all(&mut self) {
+        for i in 0..self.engine.nodes().len() {
+            self.engine.observe(WindowId(i as u32), true);
+        }
+        self.subs.capture = Some(Vec::new());
+    }
+
+    /// The captured output lines so far (drained).
+    pub fn take_captured(&mut self) -> Vec<String> {
+        self.subs
+            .capture
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Runs one block of the first publisher that still has input. Returns false when every
+    /// publisher is at its end.
+    pub fn step(&mut self, now: i64) -> Result<bool, RunError> {
+        for (id, name, p) in &mut self.publishers {
+            if let Some(batch) = p.next_batch()? {
+                for b in &batch.bad {
+                    self.subs.bad.line(name, b.line, &b.text, &b.reason);
+                }
+                if !batch.block.events.is_empty() {
+                    self.engine
+                        .inject(*id, batch.block, now, &mut self.subs)
+                        .expect("publishers feed source windows");
+                }
+                return Ok(true);
+            }
+        }
+        for subs in self.subs.by_window.values_mut() {
+            for s in subs {
+                s.flush()?;
+            }
+        }
+        Ok(false)
+    }
+
+    /// A consistent snapshot (between blocks) of the engine and the publishers' positions.
+    pub fn snapshot(&self) -> sluice_persist::Snapshot {
+        let publishers = self
+            .publishers
+            .iter()
+            .map(|(_, name, p)| sluice_persist::Position::Fs {
+                connector: name.clone(),
+                line: p.position(),
+            })
+            .collect();
+        sluice_persist::Snapshot {
+            project: self.project.clone(),
+            fingerprint: self.engine.fingerprint(),
+            state: sluice_persist::ProjectState {
+                project: self.project.clone(),
+                publishers,
+                subscribers: Vec::new(),
+            },
+            windows: self.engine.snapshot_windows(),
+        }
+    }
+
+    /// Writes a snapshot to `dir` (atomically); returns the bytes written.
+    pub fn persist(&self, dir: &Path) -> Result<u64, RunError> {
+        let snap = self.snapshot();
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(sluice_persist::write_snapshot(dir, &snap, ms)?)
+    }
+
+    /// Restores the snapshot in `dir`: verifies it whole, replaces every window's state, and
+    /// moves each publisher to its recorded position. Nothing changes when it fails.
+    pub fn restore(&mut self, dir: &Path) -> Result<(), RunError> {
+        let snap = sluice_persist::read_snapshot(dir, &self.project, self.engine.fingerprint())?;
+        let d = dir.display().to_string();
+        // Check the positions before touching anything.
+        let mut targets = Vec::new();
+        for (i, (_, name, _)) in self.publishers.iter().enumerate() {
+            let pos = snap.state.publishers.iter().find_map(|p| match p {
+                sluice_persist::Position::Fs { connector, line } if connector == name => {
+                    Some(*line)
+                }
+                _ => None,
+            });
+            match pos {
+                Some(l) => targets.push((i, l)),
+                None => {
+                    return Err(RunError::Position {
+                        dir: d,
+                        why: format!("no input position for publisher '{name}'"),
+                    })
+                }
+            }
+        }
+        self.engine
+            .restore_windows(&snap.windows)
+            .map_err(|error| RunError::Restore {
+                dir: d.clone(),
+                error,
+            })?;
+        for (i, line) in targets {
+            self.publishers[i].2.skip_to(line)?;
+        }
+        Ok(())
     }
 
     /// The project name.

@@ -183,8 +183,17 @@ impl FilterWindow {
         };
         match ev.opcode {
             Opcode::Update => {
-                let pass_old = match &ev.old {
-                    Some(old) => {
+                // Decision 8.3: when the filter keeps state, whether the old row was "in" is
+                // whether the filter holds its key (re-evaluating the expression on the old
+                // row would see the update's ESP_OPCODE/ESP_FLAGS, not the insert's, and
+                // leave stale rows behind: filter_on_opcode).
+                let held = self.store.as_ref().map(|s| {
+                    let key = key_of(&ev.row, &self.keys);
+                    s.rows.contains_key(&key)
+                });
+                let pass_old = match (held, &ev.old) {
+                    (Some(h), _) => h,
+                    (None, Some(old)) => {
                         match self
                             .program
                             .eval_bool(self.expr, old, info, &mut self.globals)
@@ -193,12 +202,13 @@ impl FilterWindow {
                             Err(e) => return Err((e.to_string(), ev)),
                         }
                     }
-                    None => pass_new,
+                    (None, None) => pass_new,
                 };
                 Ok(match (pass_old, pass_new) {
                     (true, true) => Some(ev),
                     (true, false) => {
-                        let old = ev.old.expect("pass_old came from it");
+                        // A stateful filter emits its stored row for the delete.
+                        let old = ev.old.unwrap_or(ev.row);
                         Some(Event::delete(old).with_flags(ev.flags))
                     }
                     (false, true) => Some(Event::insert(ev.row).with_flags(ev.flags)),

@@ -1,0 +1,622 @@
+//! Window state to bytes and back (docs/formats/snapshot.md, "Window files").
+//!
+//! Encoding is a plain little-endian binary form written in one pass; decoding rebuilds the
+//! derived indexes (retention order, member order) from the stored rows. Decoding never
+//! touches the live engine: [`crate::Engine::restore_windows`] decodes into a copy and swaps it
+//! in only when every window decoded.
+
+use std::collections::BTreeMap;
+
+use sluice_event::{Key, Row, Value};
+use sluice_expr::Globals;
+
+use crate::state::{Entry, FxIndexMap, KeyedStore};
+use crate::window::aggregate::{Acc, AggregateWindow, Group};
+use crate::window::join::{JoinWindow, KeySet};
+use crate::window::WindowImpl;
+
+const MAGIC: &[u8; 8] = b"SLWSTATE";
+/// Version of the window-file encoding.
+pub const WINDOW_FILE_VERSION: u16 = 1;
+
+/// Why a window file cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated: needed {needed} more bytes at offset {offset}")]
+    Truncated { offset: usize, needed: usize },
+    #[error("not a window state file (bad magic)")]
+    Magic,
+    #[error("window file version {0} is newer than this sluice supports ({WINDOW_FILE_VERSION})")]
+    Version(u16),
+    #[error("window kind {found} in the file, but the project's window is a {expected} window")]
+    Kind { found: u8, expected: &'static str },
+    #[error("bad data at offset {offset}: {what}")]
+    Bad { offset: usize, what: String },
+    #[error("{0} bytes left over after the window state")]
+    Trailing(usize),
+}
+
+fn kind_code(w: &WindowImpl) -> u8 {
+    match w {
+        WindowImpl::Source(_) => 1,
+        WindowImpl::Filter(_) => 2,
+        WindowImpl::Compute(_) => 3,
+        WindowImpl::Aggregate(_) => 4,
+        WindowImpl::Copy(_) => 5,
+        WindowImpl::Join(_) => 6,
+        WindowImpl::Union(_) => 7,
+    }
+}
+
+/// A byte writer.
+#[derive(Default)]
+pub struct Enc {
+    pub buf: Vec<u8>,
+}
+
+impl Enc {
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).expect("fewer than 2^32 items"));
+    }
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.buf.extend_from_slice(s.as_bytes());
+    }
+    fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            Some(x) => {
+                self.u8(1);
+                self.i64(x);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.u8(0),
+            Value::Int32(x) => {
+                self.u8(1);
+                self.buf.extend_from_slice(&x.to_le_bytes());
+            }
+            Value::Int64(x) => {
+                self.u8(2);
+                self.i64(*x);
+            }
+            Value::Double(x) => {
+                self.u8(3);
+                self.u64(x.to_bits());
+            }
+            Value::Money(x) => {
+                self.u8(4);
+                self.i64(*x);
+            }
+            Value::String(s) => {
+                self.u8(5);
+                self.str(s);
+            }
+            Value::Date(x) => {
+                self.u8(6);
+                self.i64(*x);
+            }
+            Value::Stamp(x) => {
+                self.u8(7);
+                self.i64(*x);
+            }
+        }
+    }
+    fn values(&mut self, vs: &[Value]) {
+        self.len(vs.len());
+        for v in vs {
+            self.value(v);
+        }
+    }
+    fn store(&mut self, s: &KeyedStore) {
+        self.u64(s.rows.len() as u64);
+        for (k, e) in &s.rows {
+            self.values(k);
+            self.values(&e.row);
+            self.u64(e.seq);
+            self.i64(e.time);
+        }
+        match &s.retention {
+            Some(r) => {
+                self.u8(1);
+                self.u64(r.next_seq);
+                self.opt_i64(r.latest);
+                self.opt_i64(r.jump_end);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn opt_store(&mut self, s: Option<&KeyedStore>) {
+        match s {
+            Some(s) => {
+                self.u8(1);
+                self.store(s);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn globals(&mut self, g: &Globals) {
+        self.values(&g.values);
+    }
+    fn keyed_rows(&mut self, m: &FxIndexMap<Key, Row>) {
+        self.u64(m.len() as u64);
+        for (k, r) in m {
+            self.values(k);
+            self.values(r);
+        }
+    }
+    fn jk_index(&mut self, m: &crate::state::FxHashMap<Key, KeySet>) {
+        // Sorted by join key: the bytes do not depend on hash order.
+        let mut entries: Vec<(&Key, &KeySet)> = m.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        self.u64(entries.len() as u64);
+        for (jk, set) in entries {
+            self.values(jk);
+            self.len(set.len());
+            for k in set {
+                self.values(k);
+            }
+        }
+    }
+    fn acc(&mut self, a: &Acc) {
+        match a {
+            Acc::Num {
+                int,
+                float,
+                sq,
+                n,
+                is_float,
+            } => {
+                self.u8(1);
+                self.buf.extend_from_slice(&int.to_le_bytes());
+                self.u64(float.to_bits());
+                self.u64(sq.to_bits());
+                self.i64(*n);
+                self.u8(u8::from(*is_float));
+            }
+            Acc::WAve { sw, swf } => {
+                self.u8(2);
+                self.u64(sw.to_bits());
+                self.u64(swf.to_bits());
+            }
+            Acc::Multi(m) => {
+                self.u8(3);
+                self.u64(m.len() as u64);
+                for (v, c) in m {
+                    self.value(v);
+                    self.u32(*c);
+                }
+            }
+            Acc::Running(v) => {
+                self.u8(4);
+                self.value(v);
+            }
+            Acc::Ring(r) => {
+                self.u8(5);
+                self.len(r.len());
+                for v in r {
+                    self.value(v);
+                }
+            }
+            Acc::Text(t) => {
+                self.u8(6);
+                self.str(t);
+            }
+            Acc::None => self.u8(0),
+        }
+    }
+}
+
+/// A byte reader with offsets in its errors.
+pub struct Dec<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+type DResult<T> = Result<T, DecodeError>;
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> DResult<&'a [u8]> {
+        if self.buf.len() - self.pos < n {
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n - (self.buf.len() - self.pos),
+            });
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> DResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> DResult<u16> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> DResult<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> DResult<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn i64(&mut self) -> DResult<i64> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn bad(&self, what: impl Into<String>) -> DecodeError {
+        DecodeError::Bad {
+            offset: self.pos,
+            what: what.into(),
+        }
+    }
+    /// A count, checked against the bytes left (each item needs at least `min` bytes), so a
+    /// corrupted length cannot make us allocate without bound.
+    fn count(&mut self, n: u64, min: usize) -> DResult<usize> {
+        let left = (self.buf.len() - self.pos) as u64;
+        if n.saturating_mul(min as u64) > left {
+            return Err(self.bad(format!("count {n} is larger than the file allows")));
+        }
+        Ok(n as usize)
+    }
+    fn len(&mut self, min: usize) -> DResult<usize> {
+        let n = self.u32()? as u64;
+        self.count(n, min)
+    }
+    fn str(&mut self) -> DResult<String> {
+        let n = self.len(1)?;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.bad("string is not UTF-8"))
+    }
+    fn opt_i64(&mut self) -> DResult<Option<i64>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.i64()?)),
+            t => Err(self.bad(format!("option tag {t}"))),
+        }
+    }
+    fn value(&mut self) -> DResult<Value> {
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Int32(i32::from_le_bytes(
+                self.take(4)?.try_into().expect("4 bytes"),
+            )),
+            2 => Value::Int64(self.i64()?),
+            3 => Value::Double(f64::from_bits(self.u64()?)),
+            4 => Value::Money(self.i64()?),
+            5 => Value::String(self.str()?.into()),
+            6 => Value::Date(self.i64()?),
+            7 => Value::Stamp(self.i64()?),
+            t => return Err(self.bad(format!("value tag {t}"))),
+        })
+    }
+    fn values(&mut self) -> DResult<Vec<Value>> {
+        let n = self.len(1)?;
+        (0..n).map(|_| self.value()).collect()
+    }
+    fn key(&mut self) -> DResult<Key> {
+        let n = self.len(1)?;
+        (0..n).map(|_| self.value()).collect()
+    }
+    fn store(&mut self, into: &mut KeyedStore) -> DResult<()> {
+        let n = self.u64()?;
+        let n = self.count(n, 24)?;
+        let mut rows = FxIndexMap::default();
+        rows.reserve(n);
+        for _ in 0..n {
+            let k = self.key()?;
+            let row = self.values()?;
+            let seq = self.u64()?;
+            let time = self.i64()?;
+            rows.insert(k, Entry { row, seq, time });
+        }
+        match (self.u8()?, &mut into.retention) {
+            (0, None) => {}
+            (1, Some(r)) => {
+                r.next_seq = self.u64()?;
+                r.latest = self.opt_i64()?;
+                r.jump_end = self.opt_i64()?;
+                r.order = rows
+                    .iter()
+                    .map(|(k, e)| ((e.time, e.seq), k.clone()))
+                    .collect();
+            }
+            (0, Some(_)) => {
+                return Err(
+                    self.bad("the snapshot has no retention state but the window has retention")
+                )
+            }
+            (1, None) => {
+                return Err(
+                    self.bad("the snapshot has retention state but the window has no retention")
+                )
+            }
+            (t, _) => return Err(self.bad(format!("retention tag {t}"))),
+        }
+        into.rows = rows;
+        Ok(())
+    }
+    fn opt_store(&mut self, into: Option<&mut KeyedStore>) -> DResult<()> {
+        match (self.u8()?, into) {
+            (0, None) => Ok(()),
+            (1, Some(s)) => self.store(s),
+            (t, _) => Err(self.bad(format!(
+                "stored-state tag {t} does not match the window's index"
+            ))),
+        }
+    }
+    fn globals(&mut self, into: &mut Globals) -> DResult<()> {
+        let vs = self.values()?;
+        if vs.len() != into.values.len() {
+            return Err(self.bad(format!(
+                "{} expression variables in the snapshot, {} in the window",
+                vs.len(),
+                into.values.len()
+            )));
+        }
+        into.values = vs;
+        Ok(())
+    }
+    fn keyed_rows(&mut self) -> DResult<FxIndexMap<Key, Row>> {
+        let n = self.u64()?;
+        let n = self.count(n, 8)?;
+        let mut m = FxIndexMap::default();
+        m.reserve(n);
+        for _ in 0..n {
+            let k = self.key()?;
+            let r = self.values()?;
+            m.insert(k, r);
+        }
+        Ok(m)
+    }
+    fn jk_index(&mut self) -> DResult<crate::state::FxHashMap<Key, KeySet>> {
+        let n = self.u64()?;
+        let n = self.count(n, 8)?;
+        let mut m = crate::state::FxHashMap::default();
+        for _ in 0..n {
+            let jk = self.key()?;
+            let c = self.len(4)?;
+            let mut set = KeySet::default();
+            for _ in 0..c {
+                set.insert(self.key()?);
+            }
+            m.insert(jk, set);
+        }
+        Ok(m)
+    }
+    fn acc(&mut self) -> DResult<Acc> {
+        Ok(match self.u8()? {
+            0 => Acc::None,
+            1 => {
+                let int = i128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes"));
+                let float = f64::from_bits(self.u64()?);
+                let sq = f64::from_bits(self.u64()?);
+                let n = self.i64()?;
+                let is_float = self.u8()? != 0;
+                Acc::Num {
+                    int,
+                    float,
+                    sq,
+                    n,
+                    is_float,
+                }
+            }
+            2 => Acc::WAve {
+                sw: f64::from_bits(self.u64()?),
+                swf: f64::from_bits(self.u64()?),
+            },
+            3 => {
+                let n = self.u64()?;
+                let n = self.count(n, 5)?;
+                let mut m = BTreeMap::new();
+                for _ in 0..n {
+                    let v = self.value()?;
+                    let c = self.u32()?;
+                    m.insert(v, c);
+                }
+                Acc::Multi(m)
+            }
+            4 => Acc::Running(self.value()?),
+            5 => {
+                let n = self.len(1)?;
+                let mut r = std::collections::VecDeque::with_capacity(n);
+                for _ in 0..n {
+                    r.push_back(self.value()?);
+                }
+                Acc::Ring(r)
+            }
+            6 => Acc::Text(self.str()?),
+            t => return Err(self.bad(format!("accumulator tag {t}"))),
+        })
+    }
+}
+
+fn encode_aggregate(e: &mut Enc, a: &AggregateWindow) {
+    e.u64(a.next_seq);
+    e.globals(&a.globals);
+    e.u64(a.groups.len() as u64);
+    for (k, g) in &a.groups {
+        e.values(k);
+        e.values(&g.row);
+        e.i64(g.count);
+        e.len(g.accs.len());
+        for acc in &g.accs {
+            e.acc(acc);
+        }
+        e.len(g.members.len());
+        for (mk, (seq, vals)) in &g.members {
+            e.values(mk);
+            e.u64(*seq);
+            e.values(vals);
+        }
+    }
+}
+
+fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
+    a.next_seq = d.u64()?;
+    d.globals(&mut a.globals)?;
+    let n = d.u64()?;
+    let n = d.count(n, 16)?;
+    let mut groups = FxIndexMap::default();
+    groups.reserve(n);
+    for _ in 0..n {
+        let k = d.key()?;
+        let row = d.values()?;
+        let count = d.i64()?;
+        let na = d.len(1)?;
+        if na != a.fields.len() {
+            return Err(d.bad(format!(
+                "{na} aggregate functions in the snapshot, {} in the window",
+                a.fields.len()
+            )));
+        }
+        let accs = (0..na).map(|_| d.acc()).collect::<DResult<Vec<_>>>()?;
+        let nm = d.len(12)?;
+        let mut members = FxIndexMap::default();
+        let mut order = BTreeMap::new();
+        for _ in 0..nm {
+            let mk = d.key()?;
+            let seq = d.u64()?;
+            let vals = d.values()?;
+            order.insert(seq, mk.clone());
+            members.insert(mk, (seq, vals));
+        }
+        groups.insert(
+            k,
+            Group {
+                row,
+                count,
+                accs,
+                members,
+                order,
+            },
+        );
+    }
+    a.groups = groups;
+    Ok(())
+}
+
+fn encode_join(e: &mut Enc, j: &JoinWindow) {
+    e.keyed_rows(&j.left);
+    e.keyed_rows(&j.right);
+    e.jk_index(&j.left_by_jk);
+    e.jk_index(&j.right_by_jk);
+    e.keyed_rows(&j.out);
+    e.globals(&j.globals);
+}
+
+fn decode_join(d: &mut Dec, j: &mut JoinWindow) -> DResult<()> {
+    j.left = d.keyed_rows()?;
+    j.right = d.keyed_rows()?;
+    j.left_by_jk = d.jk_index()?;
+    j.right_by_jk = d.jk_index()?;
+    j.out = d.keyed_rows()?;
+    d.globals(&mut j.globals)
+}
+
+/// Encodes a window's state (and its splitter's globals) into `e`.
+pub fn encode_window(imp: &WindowImpl, splitter: Option<&Globals>) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.buf.extend_from_slice(MAGIC);
+    e.u16(WINDOW_FILE_VERSION);
+    e.u8(kind_code(imp));
+    match imp {
+        WindowImpl::Source(s) => {
+            e.opt_store(s.store.as_ref());
+            e.opt_i64(s.autogen.as_ref().map(|a| a.next));
+        }
+        WindowImpl::Filter(f) => {
+            e.opt_store(f.store.as_ref());
+            e.globals(&f.globals);
+        }
+        WindowImpl::Compute(c) => {
+            e.opt_store(c.store.as_ref());
+            e.globals(&c.globals);
+        }
+        WindowImpl::Copy(c) => e.store(&c.store),
+        WindowImpl::Union(u) => e.store(&u.store),
+        WindowImpl::Aggregate(a) => encode_aggregate(&mut e, a),
+        WindowImpl::Join(j) => encode_join(&mut e, j),
+    }
+    if let Some(g) = splitter {
+        e.globals(g);
+    }
+    e.buf
+}
+
+/// Decodes `bytes` into `imp` (and the splitter's globals). On error `imp` may be partly
+/// changed: callers decode into a copy.
+pub fn decode_window(
+    bytes: &[u8],
+    imp: &mut WindowImpl,
+    splitter: Option<&mut Globals>,
+) -> Result<(), DecodeError> {
+    let mut d = Dec { buf: bytes, pos: 0 };
+    if d.take(8).map_err(|_| DecodeError::Magic)? != MAGIC {
+        return Err(DecodeError::Magic);
+    }
+    let v = d.u16()?;
+    if v > WINDOW_FILE_VERSION {
+        return Err(DecodeError::Version(v));
+    }
+    let k = d.u8()?;
+    if k != kind_code(imp) {
+        return Err(DecodeError::Kind {
+            found: k,
+            expected: imp.kind(),
+        });
+    }
+    match imp {
+        WindowImpl::Source(s) => {
+            d.opt_store(s.store.as_mut())?;
+            let next = d.opt_i64()?;
+            match (&mut s.autogen, next) {
+                (Some(a), Some(n)) => a.next = n,
+                (None, None) => {}
+                _ => return Err(d.bad("autogen-key state does not match the window")),
+            }
+        }
+        WindowImpl::Filter(f) => {
+            d.opt_store(f.store.as_mut())?;
+            d.globals(&mut f.globals)?;
+        }
+        WindowImpl::Compute(c) => {
+            d.opt_store(c.store.as_mut())?;
+            d.globals(&mut c.globals)?;
+        }
+        WindowImpl::Copy(c) => d.store(&mut c.store)?,
+        WindowImpl::Union(u) => d.store(&mut u.store)?,
+        WindowImpl::Aggregate(a) => decode_aggregate(&mut d, a)?,
+        WindowImpl::Join(j) => decode_join(&mut d, j)?,
+    }
+    if let Some(g) = splitter {
+        d.globals(g)?;
+    }
+    if d.pos != bytes.len() {
+        return Err(DecodeError::Trailing(bytes.len() - d.pos));
+    }
+    Ok(())
+}

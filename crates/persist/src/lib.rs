@@ -1,0 +1,522 @@
+//! Snapshots on disk (docs/formats/snapshot.md): a directory with `project.state`, one file
+//! per window under `queries/`, and a `MANIFEST` written last with the format version, the
+//! project fingerprint and the CRC-32C of every file.
+//!
+//! [`write_snapshot`] commits atomically (temporary directory, fsync, atomic exchange or
+//! rename); [`read_snapshot`] checks the version, the fingerprint and every checksum before it
+//! returns anything, so a bad snapshot is refused whole. The engine's window bytes are opaque
+//! here.
+//!
+//! Invariant: nothing here knows the engine; the bytes are written and checked as they are.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The snapshot format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_NAME: &str = "sluice-snapshot";
+const MANIFEST: &str = "MANIFEST";
+const PROJECT_STATE: &str = "project.state";
+
+/// One file in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub bytes: u64,
+    pub crc32c: String,
+}
+
+/// The manifest, written last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub project: String,
+    pub fingerprint: String,
+    pub created_unix_ms: u64,
+    pub files: Vec<FileEntry>,
+}
+
+/// The input position of one publish connector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Position {
+    /// Lines of the file consumed.
+    Fs { connector: String, line: u64 },
+    /// The next offset to read.
+    Kafka {
+        connector: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// The last output ID of one subscribe connector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputMark {
+    pub connector: String,
+    pub last_output_id: String,
+}
+
+/// `project.state`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProjectState {
+    pub project: String,
+    pub publishers: Vec<Position>,
+    pub subscribers: Vec<OutputMark>,
+}
+
+/// A snapshot in memory: what is written and what a verified read gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub project: String,
+    pub fingerprint: u64,
+    pub state: ProjectState,
+    /// Window state by `cq/window`.
+    pub windows: BTreeMap<String, Vec<u8>>,
+}
+
+/// Why a snapshot cannot be written or trusted. Each message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dir} is not a snapshot: it has no MANIFEST (an interrupted persist leaves none; use an older snapshot)")]
+    NoManifest { dir: PathBuf },
+    #[error("{path}: the manifest is not valid: {why}")]
+    BadManifest { path: PathBuf, why: String },
+    #[error("{path}: snapshot format version {found} is newer than this sluice supports ({FORMAT_VERSION})")]
+    NewerVersion { path: PathBuf, found: u32 },
+    #[error("{dir}: the snapshot is of project '{found}', not '{expected}'")]
+    WrongProject {
+        dir: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{dir}: the snapshot was taken from a different project model (fingerprint {found}, this project {expected}): windows, schemas or edges differ")]
+    Fingerprint {
+        dir: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: missing file listed in the manifest")]
+    MissingFile { path: PathBuf },
+    #[error("{path}: truncated or extended: {found} bytes, the manifest says {expected}")]
+    Size {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{path}: checksum mismatch (crc32c {found}, the manifest says {expected}): the file is corrupted")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: {why}")]
+    BadFile { path: PathBuf, why: String },
+}
+
+fn crc_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32c::crc32c(bytes))
+}
+
+fn window_file(path: &str) -> String {
+    format!("queries/{path}.state")
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    let err = |source| PersistError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(err)?;
+    }
+    let mut f = File::create(path).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), PersistError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| PersistError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn temp_dir_for(dir: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "snapshot".into());
+    dir.with_file_name(format!(
+        "{name}.tmp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Removes `DIR.tmp-*` leftovers of interrupted persists to `dir`.
+pub fn clean_leftovers(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if let Ok(entries) = fs::read_dir(parent) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Writes `snap` to `dir` atomically; returns the number of bytes written.
+pub fn write_snapshot(
+    dir: &Path,
+    snap: &Snapshot,
+    created_unix_ms: u64,
+) -> Result<u64, PersistError> {
+    clean_leftovers(dir);
+    let tmp = temp_dir_for(dir);
+    let result = write_into(&tmp, snap, created_unix_ms).and_then(|n| commit(&tmp, dir).map(|_| n));
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_into(tmp: &Path, snap: &Snapshot, created_unix_ms: u64) -> Result<u64, PersistError> {
+    fs::create_dir_all(tmp.join("queries")).map_err(|source| PersistError::Write {
+        path: tmp.to_path_buf(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    let state = serde_json::to_vec_pretty(&snap.state).expect("project state serialises");
+    let mut put = |rel: String, bytes: &[u8]| -> Result<(), PersistError> {
+        write_file(&tmp.join(&rel), bytes)?;
+        total += bytes.len() as u64;
+        files.push(FileEntry {
+            path: rel,
+            bytes: bytes.len() as u64,
+            crc32c: crc_hex(bytes),
+        });
+        Ok(())
+    };
+    put(PROJECT_STATE.to_string(), &state)?;
+    for (path, bytes) in &snap.windows {
+        put(window_file(path), bytes)?;
+    }
+    // Directories of window files.
+    for (path, _) in &snap.windows {
+        if let Some(parent) = tmp.join(window_file(path)).parent() {
+            sync_dir(parent)?;
+        }
+    }
+    sync_dir(&tmp.join("queries"))?;
+    let manifest = Manifest {
+        format: FORMAT_NAME.to_string(),
+        version: FORMAT_VERSION,
+        project: snap.project.clone(),
+        fingerprint: format!("{:016x}", snap.fingerprint),
+        created_unix_ms,
+        files,
+    };
+    let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    write_file(&tmp.join(MANIFEST), &m)?;
+    sync_dir(tmp)?;
+    Ok(total + m.len() as u64)
+}
+
+fn commit(tmp: &Path, dir: &Path) -> Result<(), PersistError> {
+    let err = |source: std::io::Error| PersistError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.exists() {
+        // Atomic swap: DIR becomes the new snapshot, the old one moves to the temporary name.
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            tmp,
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {
+                let _ = fs::remove_dir_all(tmp);
+            }
+            Err(_) => {
+                // No RENAME_EXCHANGE (old kernel or file system): move the old one aside first.
+                // A crash between the two renames leaves the old snapshot under DIR.old-*.
+                let old = dir.with_file_name(format!(
+                    "{}.old-{}",
+                    dir.file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    std::process::id()
+                ));
+                fs::rename(dir, &old).map_err(err)?;
+                fs::rename(tmp, dir).map_err(err)?;
+                let _ = fs::remove_dir_all(&old);
+            }
+        }
+    } else {
+        fs::rename(tmp, dir).map_err(err)?;
+    }
+    if let Some(parent) = dir.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Reads the manifest of `dir` (no file checks).
+pub fn read_manifest(dir: &Path) -> Result<Manifest, PersistError> {
+    let path = dir.join(MANIFEST);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PersistError::NoManifest {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(source) => return Err(PersistError::Read { path, source }),
+    };
+    // Check the version before the full shape, so a newer format says so.
+    let v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| PersistError::BadManifest {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+    if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
+        return Err(PersistError::BadManifest {
+            path,
+            why: format!("\"format\" is not \"{FORMAT_NAME}\""),
+        });
+    }
+    if let Some(found) = v.get("version").and_then(|x| x.as_u64()) {
+        if found > FORMAT_VERSION as u64 {
+            return Err(PersistError::NewerVersion {
+                path,
+                found: found as u32,
+            });
+        }
+    }
+    serde_json::from_value(v).map_err(|e| PersistError::BadManifest {
+        path,
+        why: e.to_string(),
+    })
+}
+
+/// Reads and verifies a snapshot of `project` with `fingerprint`: version, project,
+/// fingerprint, then every file's presence, size and checksum. Nothing is returned unless all hold.
+pub fn read_snapshot(
+    dir: &Path,
+    project: &str,
+    fingerprint: u64,
+) -> Result<Snapshot, PersistError> {
+    let manifest = read_manifest(dir)?;
+    if manifest.project != project {
+        return Err(PersistError::WrongProject {
+            dir: dir.to_path_buf(),
+            expected: project.to_string(),
+            found: manifest.project,
+        });
+    }
+    let expected = format!("{fingerprint:016x}");
+    if manifest.fingerprint != expected {
+        return Err(PersistError::Fingerprint {
+            dir: dir.to_path_buf(),
+            expected,
+            found: manifest.fingerprint,
+        });
+    }
+    let mut state: Option<ProjectState> = None;
+    let mut windows = BTreeMap::new();
+    for f in &manifest.files {
+        if f.path.contains("..") || f.path.starts_with('/') {
+            return Err(PersistError::BadManifest {
+                path: dir.join(MANIFEST),
+                why: format!("file path '{}' leaves the snapshot directory", f.path),
+            });
+        }
+        let path = dir.join(&f.path);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PersistError::MissingFile { path })
+            }
+            Err(source) => return Err(PersistError::Read { path, source }),
+        };
+        if bytes.len() as u64 != f.bytes {
+            return Err(PersistError::Size {
+                path,
+                expected: f.bytes,
+                found: bytes.len() as u64,
+            });
+        }
+        let crc = crc_hex(&bytes);
+        if crc != f.crc32c {
+            return Err(PersistError::Checksum {
+                path,
+                expected: f.crc32c.clone(),
+                found: crc,
+            });
+        }
+        if f.path == PROJECT_STATE {
+            state = Some(
+                serde_json::from_slice(&bytes).map_err(|e| PersistError::BadFile {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?,
+            );
+        } else if let Some(w) = f
+            .path
+            .strip_prefix("queries/")
+            .and_then(|p| p.strip_suffix(".state"))
+        {
+            windows.insert(w.to_string(), bytes);
+        } else {
+            return Err(PersistError::BadManifest {
+                path: dir.join(MANIFEST),
+                why: format!("unexpected file '{}'", f.path),
+            });
+        }
+    }
+    let state = state.ok_or_else(|| PersistError::MissingFile {
+        path: dir.join(PROJECT_STATE),
+    })?;
+    Ok(Snapshot {
+        project: manifest.project,
+        fingerprint,
+        state,
+        windows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut windows = BTreeMap::new();
+        windows.insert("cq/src".to_string(), vec![1, 2, 3, 4]);
+        windows.insert("cq/agg".to_string(), vec![9; 1000]);
+        Snapshot {
+            project: "p".into(),
+            fingerprint: 0xabc,
+            state: ProjectState {
+                project: "p".into(),
+                publishers: vec![Position::Fs {
+                    connector: "cq/src/pub".into(),
+                    line: 12,
+                }],
+                subscribers: vec![],
+            },
+            windows,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_overwrite() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        assert!(dir.join("project.state").exists());
+        assert!(dir.join("queries").is_dir());
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), sample());
+        let mut s2 = sample();
+        s2.windows.insert("cq/src".into(), vec![7; 10]);
+        write_snapshot(&dir, &s2, 2).unwrap();
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), s2);
+        // No leftovers next to it.
+        let names: Vec<String> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, vec!["snap".to_string()]);
+    }
+
+    #[test]
+    fn corruption_is_refused_naming_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        let f = dir.join("queries/cq/agg.state");
+        let mut b = fs::read(&f).unwrap();
+        b[10] ^= 0x40;
+        fs::write(&f, &b).unwrap();
+        let e = read_snapshot(&dir, "p", 0xabc).unwrap_err();
+        assert!(matches!(e, PersistError::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("agg.state"), "{e}");
+        b.truncate(5);
+        fs::write(&f, &b).unwrap();
+        assert!(matches!(
+            read_snapshot(&dir, "p", 0xabc).unwrap_err(),
+            PersistError::Size { .. }
+        ));
+        fs::remove_file(&f).unwrap();
+        assert!(matches!(
+            read_snapshot(&dir, "p", 0xabc).unwrap_err(),
+            PersistError::MissingFile { .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_project_fingerprint_and_newer_version_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        assert!(matches!(
+            read_snapshot(&dir, "q", 0xabc).unwrap_err(),
+            PersistError::WrongProject { .. }
+        ));
+        assert!(matches!(
+            read_snapshot(&dir, "p", 0xdef).unwrap_err(),
+            PersistError::Fingerprint { .. }
+        ));
+        let m = fs::read_to_string(dir.join("MANIFEST"))
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 7");
+        fs::write(dir.join("MANIFEST"), m).unwrap();
+        let e = read_snapshot(&dir, "p", 0xabc).unwrap_err();
+        assert!(e.to_string().contains("version 7 is newer"), "{e}");
+        fs::remove_file(dir.join("MANIFEST")).unwrap();
+        assert!(matches!(
+            read_snapshot(&dir, "p", 0xabc).unwrap_err(),
+            PersistError::NoManifest { .. }
+        ));
+    }
+}
