@@ -178,12 +178,13 @@ fn temp_dir_for(dir: &Path) -> PathBuf {
     ))
 }
 
-/// Removes `DIR.tmp-*` leftovers of interrupted persists to `dir`.
+/// Removes `DIR.tmp-*` (and, when `DIR` is whole, `DIR.old-*`) leftovers of interrupted persists to `dir`.
 pub fn clean_leftovers(dir: &Path) {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return;
     };
-    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let tmp = format!("{}.tmp-", name.to_string_lossy());
+    let old = format!("{}.old-", name.to_string_lossy());
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -191,7 +192,9 @@ pub fn clean_leftovers(dir: &Path) {
     };
     if let Ok(entries) = fs::read_dir(parent) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let n = e.file_name().to_string_lossy().to_string();
+            // A `.old-` directory is only left when `DIR` itself is whole again.
+            if n.starts_with(&tmp) || (n.starts_with(&old) && dir.join(MANIFEST).exists()) {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
