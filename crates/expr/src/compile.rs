@@ -217,6 +217,13 @@ pub(crate) enum Node {
     Call(Func, Box<[Node]>),
     Udf(u32, Box<[Node]>),
     Cast(CastTy, Box<Node>),
+    /// Fused forms of the common `field op constant` and `field op field` shapes: one tree
+    /// step instead of three.
+    CmpFC(CmpOp, u32, Value),
+    CmpFF(CmpOp, u32, u32),
+    ArithFC(Arith, u32, Value),
+    ArithCF(Arith, Value, u32),
+    ArithFF(Arith, u32, u32),
     RegexCompile(VarRef, Box<Node>),
     RegexFind(VarRef, Box<str>, Box<Node>),
     RegexReplace(VarRef, Box<str>, Box<Node>, Box<Node>),
@@ -341,14 +348,9 @@ impl<'p> Compiler<'p> {
                 });
             }
         }
-        // A trailing expression statement is the result.
-        if let Some(St::Expr(e)) = stmts.last() {
-            let pos = e.pos;
-            let Some(St::Expr(e)) = stmts.pop() else {
-                unreachable!()
-            };
-            stmts.push(St::Return(Some(e), pos));
-        }
+        // A trailing expression statement (also at the end of a trailing `if`'s branches) is
+        // the result.
+        tail_returns(&mut stmts);
         let mut out = Vec::new();
         self.stmts(&stmts, &mut out)?;
         let target = match self.mode {
@@ -646,7 +648,7 @@ impl<'p> Compiler<'p> {
                     BinOp::Gt => CmpOp::Gt,
                     _ => CmpOp::Ge,
                 };
-                (Node::Cmp(c, l, r), Ty::Bool)
+                (fuse_cmp(c, *l, *r), Ty::Bool)
             }
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
                 let a_op = match op {
@@ -663,7 +665,7 @@ impl<'p> Compiler<'p> {
                         misuse("compute with")
                     }
                 })?;
-                (Node::Arith(a_op, l, r), ty)
+                (fuse_arith(a_op, *l, *r), ty)
             }
         })
     }
@@ -858,6 +860,51 @@ impl<'p> Compiler<'p> {
                 )
             }
         })
+    }
+}
+
+fn tail_returns(stmts: &mut Vec<St>) {
+    match stmts.last_mut() {
+        Some(St::Expr(_)) => {
+            let Some(St::Expr(e)) = stmts.pop() else {
+                unreachable!()
+            };
+            let pos = e.pos;
+            stmts.push(St::Return(Some(e), pos));
+        }
+        Some(St::If(_, t, e)) => {
+            tail_returns(t);
+            tail_returns(e);
+        }
+        Some(St::Block(b)) => tail_returns(b),
+        _ => {}
+    }
+}
+
+fn fuse_cmp(op: CmpOp, l: Node, r: Node) -> Node {
+    match (l, r) {
+        (Node::Field(a), Node::Const(k)) => Node::CmpFC(op, a, k),
+        (Node::Const(k), Node::Field(a)) => {
+            let flipped = match op {
+                CmpOp::Lt => CmpOp::Gt,
+                CmpOp::Le => CmpOp::Ge,
+                CmpOp::Gt => CmpOp::Lt,
+                CmpOp::Ge => CmpOp::Le,
+                o => o,
+            };
+            Node::CmpFC(flipped, a, k)
+        }
+        (Node::Field(a), Node::Field(b)) => Node::CmpFF(op, a, b),
+        (l, r) => Node::Cmp(op, Box::new(l), Box::new(r)),
+    }
+}
+
+fn fuse_arith(op: Arith, l: Node, r: Node) -> Node {
+    match (l, r) {
+        (Node::Field(a), Node::Const(k)) => Node::ArithFC(op, a, k),
+        (Node::Const(k), Node::Field(a)) => Node::ArithCF(op, k, a),
+        (Node::Field(a), Node::Field(b)) => Node::ArithFF(op, a, b),
+        (l, r) => Node::Arith(op, Box::new(l), Box::new(r)),
     }
 }
 

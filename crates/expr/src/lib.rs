@@ -269,10 +269,11 @@ impl Program {
     pub fn init_globals_at(&self, now_micros: i64) -> Result<Globals, EvalError> {
         let mut values = vec![Value::Null; self.globals.len()];
         if let Some(code) = &self.init {
+            let mut locals: Frame = SmallVec::from_elem(Value::Null, code.nlocals as usize);
             let mut st = State {
                 g: &mut values,
-                locals: SmallVec::from_elem(Value::Null, code.nlocals as usize),
-                params: SmallVec::new(),
+                locals: &mut locals,
+                params: &[],
                 ev: EventInfo {
                     opcode: Opcode::Insert,
                     flags: Flags::Normal,
@@ -303,18 +304,29 @@ impl Program {
                 found: globals.values.len(),
             });
         }
-        let mut st = State {
-            g: &mut globals.values,
-            locals: if code.nlocals == 0 {
-                SmallVec::new()
-            } else {
-                SmallVec::from_elem(Value::Null, code.nlocals as usize)
-            },
-            params: SmallVec::new(),
-            ev,
-            depth: 0,
-        };
-        self.run(code, row, &mut st)
+        match &code.body {
+            Body::Expr(n) if code.nlocals == 0 => {
+                let mut st = State {
+                    g: &mut globals.values,
+                    locals: &mut [],
+                    params: &[],
+                    ev,
+                    depth: 0,
+                };
+                Ok(self.ev(n, row, &mut st)?.into_owned())
+            }
+            _ => {
+                let mut locals: Frame = SmallVec::from_elem(Value::Null, code.nlocals as usize);
+                let mut st = State {
+                    g: &mut globals.values,
+                    locals: &mut locals,
+                    params: &[],
+                    ev,
+                    depth: 0,
+                };
+                self.run(code, row, &mut st)
+            }
+        }
     }
 
     /// Filter semantics: true when the result is non-null and non-zero; a string is true
@@ -330,11 +342,14 @@ impl Program {
     }
 }
 
+/// Storage for the local variables or the arguments of one frame.
+type Frame = SmallVec<[Value; 4]>;
+
 /// The mutable state of one evaluation frame.
 struct State<'g> {
     g: &'g mut [Value],
-    locals: SmallVec<[Value; 4]>,
-    params: SmallVec<[Value; 4]>,
+    locals: &'g mut [Value],
+    params: &'g [Value],
     ev: EventInfo,
     depth: u32,
 }
@@ -373,7 +388,7 @@ fn flags_index(f: Flags) -> usize {
     }
 }
 
-fn str_arg<'v>(v: &'v Value) -> Result<Option<&'v str>, EvalError> {
+fn str_arg(v: &Value) -> Result<Option<&str>, EvalError> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s)),
@@ -475,6 +490,41 @@ impl Program {
         }
     }
 
+    #[inline(always)]
+    fn field<'a>(&self, i: u32, row: &'a [Value]) -> Result<&'a Value, EvalError> {
+        match row.get(i as usize) {
+            Some(v) => Ok(v),
+            None => Err(self.row_error(i, row.len())),
+        }
+    }
+
+    #[cold]
+    fn row_error(&self, i: u32, len: usize) -> EvalError {
+        EvalError::Row {
+            field: self.fields[i as usize].0.as_str().into(),
+            index: i as usize,
+            len,
+        }
+    }
+
+    /// Evaluates a child: fields and constants are borrowed without a recursive call.
+    #[inline(always)]
+    fn sub<'a>(
+        &'a self,
+        n: &'a Node,
+        row: &'a [Value],
+        st: &mut State<'_>,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        match n {
+            Node::Const(v) => Ok(Cow::Borrowed(v)),
+            Node::Field(i) => match row.get(*i as usize) {
+                Some(v) => Ok(Cow::Borrowed(v)),
+                None => self.ev(n, row, st),
+            },
+            _ => self.ev(n, row, st),
+        }
+    }
+
     fn ev<'a>(
         &'a self,
         n: &'a Node,
@@ -484,16 +534,7 @@ impl Program {
         use Cow::{Borrowed, Owned};
         Ok(match n {
             Node::Const(v) => Borrowed(v),
-            Node::Field(i) => match row.get(*i as usize) {
-                Some(v) => Borrowed(v),
-                None => {
-                    return Err(EvalError::Row {
-                        field: self.fields[*i as usize].0.as_str().into(),
-                        index: *i as usize,
-                        len: row.len(),
-                    })
-                }
-            },
+            Node::Field(i) => Borrowed(self.field(*i, row)?),
             Node::Var(v) => Owned(st.read(*v).clone()),
             Node::Param(i) => Owned(st.params.get(*i as usize).cloned().unwrap_or_default()),
             Node::Opcode => Borrowed(&self.opcode_vals[opcode_index(st.ev.opcode)]),
@@ -509,41 +550,79 @@ impl Program {
                 Owned(ops::bool_val(r))
             }
             Node::Arith(op, a, b) => {
-                let x = self.ev(a, row, st)?;
-                let y = self.ev(b, row, st)?;
+                let x = self.sub(a, row, st)?;
+                let y = self.sub(b, row, st)?;
                 Owned(ops::arith(*op, &x, &y)?)
             }
             Node::Concat(a, b) => {
-                let x = self.ev(a, row, st)?;
-                let y = self.ev(b, row, st)?;
+                let x = self.sub(a, row, st)?;
+                let y = self.sub(b, row, st)?;
                 Owned(ops::concat(&x, &y))
             }
             Node::Cmp(op, a, b) => {
-                let x = self.ev(a, row, st)?;
-                let y = self.ev(b, row, st)?;
+                let x = self.sub(a, row, st)?;
+                let y = self.sub(b, row, st)?;
                 Owned(ops::bool_val(ops::compare(*op, &x, &y)?))
+            }
+            Node::CmpFC(op, f, k) => {
+                let x = self.field(*f, row)?;
+                Owned(ops::bool_val(ops::compare(*op, x, k)?))
+            }
+            Node::CmpFF(op, f, g) => {
+                let (x, y) = (self.field(*f, row)?, self.field(*g, row)?);
+                Owned(ops::bool_val(ops::compare(*op, x, y)?))
+            }
+            Node::ArithFC(op, f, k) => Owned(ops::arith(*op, self.field(*f, row)?, k)?),
+            Node::ArithCF(op, k, f) => Owned(ops::arith(*op, k, self.field(*f, row)?)?),
+            Node::ArithFF(op, f, g) => {
+                let (x, y) = (self.field(*f, row)?, self.field(*g, row)?);
+                Owned(ops::arith(*op, x, y)?)
             }
             Node::IsNull(a) => Owned(ops::bool_val(self.ev(a, row, st)?.is_null())),
             Node::Cast(c, a) => Owned(ops::cast(*c, self.ev(a, row, st)?.into_owned())?),
             Node::Call(f, args) => Owned(self.call(*f, args, row, st)?),
-            Node::Udf(i, args) => {
-                let udf = &self.udfs[*i as usize];
-                if st.depth >= MAX_DEPTH {
-                    return Err(EvalError::Recursion(udf.name.as_str().into()));
-                }
-                let mut params = SmallVec::new();
-                for a in args.iter() {
-                    params.push(self.ev(a, row, st)?.into_owned());
-                }
-                let mut sub = State {
-                    g: &mut *st.g,
-                    locals: SmallVec::from_elem(Value::Null, udf.code.nlocals as usize),
-                    params,
-                    ev: st.ev,
-                    depth: st.depth + 1,
-                };
-                Owned(self.run(&udf.code, row, &mut sub)?)
+            Node::Udf(i, args) => Owned(self.call_udf(*i, args, row, st)?),
+            Node::RegexCompile(..) | Node::RegexFind(..) | Node::RegexReplace(..) => {
+                Owned(self.regex_node(n, row, st)?)
             }
+        })
+    }
+
+    #[inline(never)]
+    fn call_udf<'a>(
+        &'a self,
+        i: u32,
+        args: &'a [Node],
+        row: &'a [Value],
+        st: &mut State<'_>,
+    ) -> Result<Value, EvalError> {
+        let udf = &self.udfs[i as usize];
+        if st.depth >= MAX_DEPTH {
+            return Err(EvalError::Recursion(udf.name.as_str().into()));
+        }
+        let mut params: Frame = SmallVec::new();
+        for a in args.iter() {
+            params.push(self.ev(a, row, st)?.into_owned());
+        }
+        let mut locals: Frame = SmallVec::from_elem(Value::Null, udf.code.nlocals as usize);
+        let mut sub = State {
+            g: &mut *st.g,
+            locals: &mut locals,
+            params: &params,
+            ev: st.ev,
+            depth: st.depth + 1,
+        };
+        self.run(&udf.code, row, &mut sub)
+    }
+
+    #[inline(never)]
+    fn regex_node<'a>(
+        &'a self,
+        n: &'a Node,
+        row: &'a [Value],
+        st: &mut State<'_>,
+    ) -> Result<Value, EvalError> {
+        Ok(match n {
             Node::RegexCompile(v, a) => {
                 let p = self.ev(a, row, st)?.into_owned();
                 match &p {
@@ -560,15 +639,15 @@ impl Program {
                 }
                 let ok = !p.is_null();
                 st.write(*v, p);
-                Owned(ops::bool_val(ok))
+                ops::bool_val(ok)
             }
             Node::RegexFind(v, name, a) => {
                 let s = self.ev(a, row, st)?;
                 let pat = self.regex_var(st, *v, name)?;
                 let Some(s) = str_arg(&s)? else {
-                    return Ok(Owned(ops::bool_val(false)));
+                    return Ok(ops::bool_val(false));
                 };
-                Owned(ops::bool_val(self.regex_for(pat)?.is_match(s)))
+                ops::bool_val(self.regex_for(pat)?.is_match(s))
             }
             Node::RegexReplace(v, name, a, b) => {
                 let s = self.ev(a, row, st)?;
@@ -577,14 +656,16 @@ impl Program {
                 match (str_arg(&s)?, str_arg(&with)?) {
                     (Some(s), Some(w)) => {
                         let out = self.regex_for(pat)?.replace_all(s, w).into_owned();
-                        Owned(string_val(out))
+                        string_val(out)
                     }
-                    _ => Owned(Value::Null),
+                    _ => Value::Null,
                 }
             }
+            _ => unreachable!("not a regex node"),
         })
     }
 
+    #[inline(never)]
     fn call<'a>(
         &'a self,
         f: Func,
@@ -599,13 +680,13 @@ impl Program {
             Func::Now => return Ok(V::Stamp(now)),
             _ => {}
         }
-        let a = self.ev(&args[0], row, st)?;
+        let a = self.sub(&args[0], row, st)?;
         let b = match args.get(1) {
-            Some(n) => Some(self.ev(n, row, st)?),
+            Some(n) => Some(self.sub(n, row, st)?),
             None => None,
         };
         let c = match args.get(2) {
-            Some(n) => Some(self.ev(n, row, st)?),
+            Some(n) => Some(self.sub(n, row, st)?),
             None => None,
         };
         let b_ref = b.as_deref().unwrap_or(&V::Null);

@@ -107,13 +107,40 @@ pub(crate) fn concat(a: &Value, b: &Value) -> Value {
 
 /// `a op b`. Null operands give null; division and modulo by zero give null; integer overflow
 /// is an error.
+#[inline]
 pub(crate) fn arith(op: Arith, a: &Value, b: &Value) -> Result<Value, EvalError> {
     use Value as V;
-    let sym = op.symbol();
-    // The common case first.
-    if let (V::Int32(x), V::Int32(y)) = (a, b) {
-        return int_op(op, *x as i64, *y as i64);
+    // The common cases first.
+    match (a, b) {
+        (V::Int32(x), V::Int32(y)) => int_op(op, *x as i64, *y as i64),
+        (V::Int64(x), V::Int64(y)) => int_op(op, *x, *y),
+        (V::Int32(x), V::Int64(y)) => int_op(op, *x as i64, *y),
+        (V::Int64(x), V::Int32(y)) => int_op(op, *x, *y as i64),
+        (V::Double(x), V::Double(y)) => Ok(double_op(op, *x, *y)),
+        (V::Double(x), V::Int32(y)) => Ok(double_op(op, *x, *y as f64)),
+        (V::Int32(x), V::Double(y)) => Ok(double_op(op, *x as f64, *y)),
+        (V::Null, _) | (_, V::Null) => Ok(V::Null),
+        _ => arith_slow(op, a, b),
     }
+}
+
+#[inline]
+fn double_op(op: Arith, x: f64, y: f64) -> Value {
+    match op {
+        Arith::Add => finite(x + y),
+        Arith::Sub => finite(x - y),
+        Arith::Mul => finite(x * y),
+        Arith::Div if y == 0.0 => Value::Null,
+        Arith::Div => finite(x / y),
+        Arith::Mod if y == 0.0 => Value::Null,
+        Arith::Mod => finite(x % y),
+    }
+}
+
+#[inline(never)]
+fn arith_slow(op: Arith, a: &Value, b: &Value) -> Result<Value, EvalError> {
+    use Value as V;
+    let sym = op.symbol();
     if a.is_null() || b.is_null() {
         return Ok(V::Null);
     }
@@ -170,19 +197,11 @@ pub(crate) fn arith(op: Arith, a: &Value, b: &Value) -> Result<Value, EvalError>
                 Arith::Mod => checked(x.checked_rem(y), sym)?,
             }))
         }
-        NumPair::D(x, y) => Ok(match op {
-            Arith::Add => finite(x + y),
-            Arith::Sub => finite(x - y),
-            Arith::Mul => finite(x * y),
-            Arith::Div if y == 0.0 => V::Null,
-            Arith::Div => finite(x / y),
-            Arith::Mod if y == 0.0 => V::Null,
-            Arith::Mod => finite(x % y),
-        }),
+        NumPair::D(x, y) => Ok(double_op(op, x, y)),
     }
 }
 
-#[inline]
+#[inline(always)]
 fn int_op(op: Arith, x: i64, y: i64) -> Result<Value, EvalError> {
     let sym = op.symbol();
     Ok(Value::Int64(match op {
@@ -238,16 +257,18 @@ fn order(a: &Value, b: &Value) -> Result<Option<Ordering>, EvalError> {
 /// A comparison; false when either side is null.
 #[inline]
 pub(crate) fn compare(op: CmpOp, a: &Value, b: &Value) -> Result<bool, EvalError> {
-    if a.is_null() || b.is_null() {
-        return Ok(false);
-    }
-    let Some(o) = order(a, b).map_err(|e| match e {
-        EvalError::Type(_) => {
-            EvalError::Type(format!("cannot compare {} with {}", type_name(a), type_name(b)).into())
-        }
-        e => e,
-    })?
-    else {
+    let o = match (a, b) {
+        (Value::Int32(x), Value::Int32(y)) => Some(x.cmp(y)),
+        (Value::Int64(x), Value::Int64(y)) => Some(x.cmp(y)),
+        (Value::Int64(x), Value::Int32(y)) => Some(x.cmp(&(*y as i64))),
+        (Value::Int32(x), Value::Int64(y)) => Some((*x as i64).cmp(y)),
+        (Value::Double(x), Value::Double(y)) => x.partial_cmp(y),
+        (Value::Double(x), Value::Int32(y)) => x.partial_cmp(&(*y as f64)),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Null, _) | (_, Value::Null) => return Ok(false),
+        _ => order_slow(a, b)?,
+    };
+    let Some(o) = o else {
         return Ok(false);
     };
     Ok(match op {
@@ -257,6 +278,16 @@ pub(crate) fn compare(op: CmpOp, a: &Value, b: &Value) -> Result<bool, EvalError
         CmpOp::Le => o != Ordering::Greater,
         CmpOp::Gt => o == Ordering::Greater,
         CmpOp::Ge => o != Ordering::Less,
+    })
+}
+
+#[inline(never)]
+fn order_slow(a: &Value, b: &Value) -> Result<Option<Ordering>, EvalError> {
+    order(a, b).map_err(|e| match e {
+        EvalError::Type(_) => {
+            EvalError::Type(format!("cannot compare {} with {}", type_name(a), type_name(b)).into())
+        }
+        e => e,
     })
 }
 
@@ -318,7 +349,7 @@ pub(crate) fn round_money(x: i64, digits: i64) -> Option<i64> {
     if digits >= 6 {
         return Some(x);
     }
-    let unit = 10i64.checked_pow(u32::try_from(6 - digits).ok()?)?;
+    let unit = 10i64.checked_pow(u32::try_from(6i64.saturating_sub(digits)).ok()?)?;
     let r = (x.unsigned_abs() as u128 + unit as u128 / 2) / unit as u128 * unit as u128;
     let r = i64::try_from(r).ok()?;
     Some(if x < 0 { -r } else { r })
@@ -465,7 +496,7 @@ mod tests {
         assert_eq!(round_money(1_500_000, 0), Some(2_000_000));
         assert_eq!(round_money(-1_500_000, 0), Some(-2_000_000));
         assert_eq!(round_money(1_234_567, 2), Some(1_230_000));
-        assert_eq!(round_f64(3.14159, 2), 3.14);
+        assert_eq!(round_f64(1.23456, 2), 1.23);
         assert_eq!(round_f64(2.5, 0), 3.0);
     }
 }

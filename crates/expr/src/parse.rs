@@ -336,7 +336,7 @@ pub(crate) struct Parser {
 
 enum End {
     Eof,
-    EndKw,
+    Keyword,
     Brace,
 }
 
@@ -423,7 +423,7 @@ impl Parser {
             while self.eat_op(";") {}
             match (&end, self.peek()) {
                 (End::Eof, Tok::Eof) => break,
-                (End::EndKw, t) if is_kw(t, "end") => {
+                (End::Keyword, t) if is_kw(t, "end") => {
                     self.bump();
                     break;
                 }
@@ -431,7 +431,7 @@ impl Parser {
                     self.bump();
                     break;
                 }
-                (End::EndKw, Tok::Eof) => {
+                (End::Keyword, Tok::Eof) => {
                     return Err(err(self.pos(), "expected 'end' to close 'begin'"))
                 }
                 (End::Brace, Tok::Eof) => return Err(err(self.pos(), "expected '}' to close '{'")),
@@ -488,7 +488,7 @@ impl Parser {
                 }
                 "begin" => {
                     self.bump();
-                    return Ok(St::Block(self.stmts(End::EndKw)?));
+                    return Ok(St::Block(self.stmts(End::Keyword)?));
                 }
                 "else" | "then" | "end" => return Err(self.unexpected()),
                 "private" | "public" | "static" => {

@@ -121,6 +121,10 @@ fn arithmetic_and_promotion() {
     assert_eq!(ty("cost + 0.5"), ExprType::Value(FieldType::Double));
     assert_eq!(ev("ID + quant"), Value::Int64(2007));
     assert_eq!(ev("true + 1"), Value::Int64(2));
+    assert_eq!(ev("10 - quant"), Value::Int64(-1990));
+    assert_eq!(ev("quant - ID"), Value::Int64(1993));
+    assert_eq!(ev("3 / price"), Value::Double(2.0));
+    assert_eq!(ev("price * 2"), Value::Double(3.0));
     // Overflow is an error, not a wrap.
     assert!(try_ev("9223372036854775807 + 1")
         .unwrap_err()
@@ -178,6 +182,12 @@ fn comparisons() {
     assert_eq!(ev("day == 86400"), T);
     assert_eq!(ev("ts > day"), F);
     assert_eq!(ev("ts < day"), T);
+    // Constant on the left (the fused form flips the operator).
+    assert_eq!(ev("1000 < quant"), T);
+    assert_eq!(ev("3000 <= quant"), F);
+    assert_eq!(ev("2000 >= quant"), T);
+    assert_eq!(ev("ID < quant"), T);
+    assert_eq!(ev("1.5 == price"), T);
 }
 
 #[test]
@@ -304,7 +314,7 @@ fn number_functions() {
     assert_eq!(ev("min(quant, null)"), Value::Null);
     assert_eq!(ev("round(2.5)"), Value::Double(3.0));
     assert_eq!(ev("round(-2.5)"), Value::Double(-3.0));
-    assert_eq!(ev("round(3.14159, 2)"), Value::Double(3.14));
+    assert_eq!(ev("round(1.23456, 3)"), Value::Double(1.235));
     assert_eq!(ev("round(cost)"), Value::Money(3_000_000));
     assert_eq!(ev("round(7)"), Value::Int64(7));
     assert_eq!(ev("floor(1.7)"), Value::Double(1.0));
@@ -368,6 +378,16 @@ fn if_then_else() {
     );
     assert_eq!(ev("if (quant < 10) return 1"), Value::Null);
     assert_eq!(ev("if (quant > 10) return 1"), Value::Int32(1));
+    // A trailing `if` whose branches end in expressions yields them.
+    assert_eq!(
+        ev("if quant > 10 then 'big' else 'small'"),
+        Value::str("big")
+    );
+    assert_eq!(
+        ev("if quant < 10 then 'big' else 'small'"),
+        Value::str("small")
+    );
+    assert_eq!(ev("if quant < 10 then 'big'"), Value::Null);
     assert_eq!(
         ev("if quant < 10 then return 1; else return 2;"),
         Value::Int32(2)

@@ -131,3 +131,89 @@ proptest! {
         }
     }
 }
+
+fn token() -> impl Strategy<Value = &'static str> {
+    proptest::sample::select(vec![
+        "a",
+        "b",
+        "c",
+        "x",
+        "r",
+        "1",
+        "0",
+        "2.5",
+        "-",
+        "+",
+        "*",
+        "/",
+        "%",
+        "(",
+        ")",
+        "==",
+        "!=",
+        "<",
+        ">=",
+        "and",
+        "or",
+        "not",
+        "if",
+        "then",
+        "else",
+        "return",
+        "integer",
+        "regex",
+        "private",
+        "=",
+        ";",
+        ",",
+        "\"s\"",
+        "'t'",
+        "null",
+        "true",
+        "upper",
+        "instr",
+        "match_string",
+        "substr",
+        "round",
+        "r.compile",
+        "r.findfirst",
+        "ESP_OPCODE",
+        "&",
+        "begin",
+        "end",
+        "{",
+        "}",
+        "parameter",
+        "Today()",
+        "\n",
+    ])
+}
+
+proptest! {
+    /// Arbitrary token soup never panics: it compiles or gives an error with a position, and
+    /// whatever compiles evaluates to a value or an error.
+    #[test]
+    fn token_soup_never_panics(toks in proptest::collection::vec(token(), 0..14), row in proptest::array::uniform3(any::<i32>())) {
+        let src = toks.join(" ");
+        let mut p = Program::new(&fields(), &EnvSpec::default()).unwrap();
+        match p.compile(&src) {
+            Ok(id) => {
+                let mut g = p.init_globals().unwrap();
+                let vals: Vec<Value> = row.iter().map(|v| Value::Int32(*v)).collect();
+                let _ = p.eval(id, &vals, EV, &mut g);
+            }
+            Err(e) => prop_assert!(e.line >= 1 && e.column >= 1, "{}", e),
+        }
+    }
+}
+
+proptest! {
+    /// Arbitrary text never panics the lexer or the parser.
+    #[test]
+    fn arbitrary_text_never_panics(src in "\\PC{0,40}") {
+        let mut p = Program::new(&fields(), &EnvSpec::default()).unwrap();
+        if let Err(e) = p.compile(&src) {
+            prop_assert!(e.line >= 1 && e.column >= 1, "{}", e);
+        }
+    }
+}
