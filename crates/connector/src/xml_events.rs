@@ -77,15 +77,11 @@ pub fn parse_events(
                 text_buf.clear();
             }
             X::Empty(_) => {}
-            X::Text(t) => {
-                if field.is_some() {
-                    text_buf.push_str(&t.unescape().map_err(|e| err(count, e.to_string()))?);
-                }
+            X::Text(t) if field.is_some() => {
+                text_buf.push_str(&t.unescape().map_err(|e| err(count, e.to_string()))?);
             }
-            X::CData(t) => {
-                if field.is_some() {
-                    text_buf.push_str(&String::from_utf8_lossy(&t));
-                }
+            X::CData(t) if field.is_some() => {
+                text_buf.push_str(&String::from_utf8_lossy(&t));
             }
             X::End(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).to_string();

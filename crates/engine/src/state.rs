@@ -134,10 +134,20 @@ impl KeyedStore {
     fn before_insert(&mut self, row: &Row, out: &mut Vec<Event>) {
         let Some(r) = &mut self.retention else { return };
         match (r.kind, r.time_field) {
-            (RetentionKind::ByCountJumping, _) => {
-                if self.rows.len() as u64 >= r.amount {
-                    self.evict_all(out);
+            // Decision 8.7: the retention deletes an insert causes go out before it (the
+            // window never shows N+1 rows downstream). `after_insert` still covers N = 0.
+            (RetentionKind::ByCountSliding, _) if r.amount > 0 => {
+                while self.rows.len() as u64 >= r.amount {
+                    let Some((_, key)) = r.order.pop_first() else {
+                        break;
+                    };
+                    if let Some(e) = self.rows.swap_remove(&key) {
+                        out.push(retention_delete(e.row));
+                    }
                 }
+            }
+            (RetentionKind::ByCountJumping, _) if self.rows.len() as u64 >= r.amount => {
+                self.evict_all(out);
             }
             (RetentionKind::ByTimeSliding, Some(f)) => {
                 let Some(t) = row[f].as_i64() else { return };
@@ -171,9 +181,25 @@ impl KeyedStore {
         }
     }
 
-    /// Retention work due after an insert (count sliding).
+    /// Retention work due after an insert (count sliding; late rows under event-time sliding).
     fn after_insert(&mut self, out: &mut Vec<Event>) {
         let Some(r) = &mut self.retention else { return };
+        // Event-time sliding: a late row already `amount` older than the newest time seen is
+        // out of the window at once (reference 2.5); `before_insert` removed the others.
+        if let (RetentionKind::ByTimeSliding, Some(_), Some(latest)) =
+            (r.kind, r.time_field, r.latest)
+        {
+            let horizon = latest.saturating_sub(r.amount as i64);
+            while let Some((&(time, seq), _)) = r.order.first_key_value() {
+                if time > horizon {
+                    break;
+                }
+                let key = r.order.remove(&(time, seq)).expect("present");
+                if let Some(e) = self.rows.swap_remove(&key) {
+                    out.push(retention_delete(e.row));
+                }
+            }
+        }
         if r.kind == RetentionKind::ByCountSliding {
             while self.rows.len() as u64 > r.amount {
                 let Some((_, key)) = r.order.pop_first() else {

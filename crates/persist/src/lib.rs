@@ -239,7 +239,7 @@ fn write_into(tmp: &Path, snap: &Snapshot, created_unix_ms: u64) -> Result<u64, 
         put(window_file(path), bytes)?;
     }
     // Directories of window files.
-    for (path, _) in &snap.windows {
+    for path in snap.windows.keys() {
         if let Some(parent) = tmp.join(window_file(path)).parent() {
             sync_dir(parent)?;
         }

@@ -50,7 +50,10 @@ fn child_persist_loop() {
         return; // Only does something when started by the parent test.
     };
     let dir = Path::new(&dir);
-    let start: u64 = std::env::var("SLUICE_PERSIST_CRASH_START").unwrap().parse().unwrap();
+    let start: u64 = std::env::var("SLUICE_PERSIST_CRASH_START")
+        .unwrap()
+        .parse()
+        .unwrap();
     for n in start.. {
         write_snapshot(dir, &generation(n), n).unwrap();
         println!("committed {n}");
@@ -69,9 +72,17 @@ fn kill_during_persist_leaves_a_whole_snapshot() {
     let mut last_committed = 0u64;
     for round in 0..12u64 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_persist_loop", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_persist_loop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &dir)
-            .env("SLUICE_PERSIST_CRASH_START", (last_committed + 1).to_string())
+            .env(
+                "SLUICE_PERSIST_CRASH_START",
+                (last_committed + 1).to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -82,7 +93,10 @@ fn kill_during_persist_leaves_a_whole_snapshot() {
         let mut line = String::new();
         let mut seen = None;
         while seen.is_none() {
-            assert!(Instant::now() < deadline, "round {round}: the child committed nothing in 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the child committed nothing in 60 s"
+            );
             line.clear();
             if out.read_line(&mut line).unwrap() == 0 {
                 panic!("round {round}: the child exited early");
@@ -111,11 +125,22 @@ fn kill_during_persist_leaves_a_whole_snapshot() {
             }
             rest.clear();
         }
-        let snap = read_snapshot(&dir, "p", 42).unwrap_or_else(|e| panic!("round {round}: snapshot unreadable after kill: {e}"));
+        let snap = read_snapshot(&dir, "p", 42)
+            .unwrap_or_else(|e| panic!("round {round}: snapshot unreadable after kill: {e}"));
         let g = generation_of(&snap);
-        assert!(g >= committed, "round {round}: snapshot generation {g} is older than the last committed {committed}");
-        assert!(g <= committed + 1, "round {round}: generation {g} was never started");
-        assert_eq!(snap, generation(g), "round {round}: snapshot content is not generation {g}");
+        assert!(
+            g >= committed,
+            "round {round}: snapshot generation {g} is older than the last committed {committed}"
+        );
+        assert!(
+            g <= committed + 1,
+            "round {round}: generation {g} was never started"
+        );
+        assert_eq!(
+            snap,
+            generation(g),
+            "round {round}: snapshot content is not generation {g}"
+        );
         last_committed = g;
     }
     // The next persist removes what interrupted ones left behind.

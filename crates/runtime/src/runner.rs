@@ -96,7 +96,7 @@ pub struct Runner {
 
 /// Publish connectors in run order: orchestration groups first (topologically), the rest in
 /// document order.
-fn publisher_order(spec: &ProjectSpec) -> Vec<(String, String, ConnectorSpec)> {
+pub fn publisher_order(spec: &ProjectSpec) -> Vec<(String, String, ConnectorSpec)> {
     let mut all: Vec<(String, String, ConnectorSpec)> = Vec::new();
     for cq in &spec.contqueries {
         for w in &cq.windows {

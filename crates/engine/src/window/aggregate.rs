@@ -553,7 +553,7 @@ fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> V
         }
         (AggFn::Cat(_), Acc::Text(t)) => Value::str(t),
         (AggFn::First, _) => member_vals().next().cloned().unwrap_or_default(),
-        (AggFn::Last | AggFn::Plain, _) => member_vals().last().cloned().unwrap_or_default(),
+        (AggFn::Last | AggFn::Plain, _) => member_vals().next_back().cloned().unwrap_or_default(),
         (AggFn::Lag(n), _) => {
             let vals: Vec<&Value> = member_vals().collect();
             if vals.len() > *n {

@@ -1,0 +1,1304 @@
+//! The REST endpoints (reference 4.2) under `/SASESP/` and `/eventStreamProcessing/v1/`.
+//! Every reply is XML unless the client sends `Accept: application/json` or `format=json`.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use sluice_engine::WindowId;
+use sluice_event::{Row, Schema};
+
+use crate::events::{self, EventFormat, ParseOptions};
+use crate::filter::Filter;
+use crate::logging;
+use crate::project::{Cmd, ProjectInfo};
+use crate::registry::{self, LoadOptions, ProjectView};
+use crate::reply::{ApiError, Elem, Format, Reply};
+use crate::AppState;
+
+/// The two roots the API answers under.
+pub const ROOTS: [&str; 2] = ["/SASESP", "/eventStreamProcessing/v1"];
+
+/// The router of the HTTP port.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut r = Router::new();
+    for root in ROOTS {
+        r = r
+            .route(
+                &format!("{root}/subscribers/{{*path}}"),
+                get(crate::ws::subscriber),
+            )
+            .route(
+                &format!("{root}/publishers/{{*path}}"),
+                get(crate::ws::publisher),
+            )
+            .route(root, any(dispatch))
+            .route(&format!("{root}/"), any(dispatch))
+            .route(&format!("{root}/{{*rest}}"), any(dispatch));
+    }
+    r.fallback(unknown_root)
+        .layer(DefaultBodyLimit::max(state.cfg.max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn unknown_root(uri: Uri, headers: HeaderMap) -> Response {
+    let fmt = format_of(&headers, &parse_query(uri.query().unwrap_or("")));
+    ApiError::not_found(format!(
+        "no such path '{}': the REST API is under /SASESP/ (or /eventStreamProcessing/v1/)",
+        uri.path()
+    ))
+    .render(fmt)
+}
+
+/// `--auth-token`: every request needs `Authorization: Bearer TOKEN`.
+async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.cfg.auth_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_eq(g.as_bytes(), token.as_bytes())) {
+            let fmt = format_of(req.headers(), &parse_query(req.uri().query().unwrap_or("")));
+            let why = if given.is_some() {
+                "the bearer token is wrong"
+            } else {
+                "this server needs a token: send 'Authorization: Bearer TOKEN' (sluice client --auth-token TOKEN or SLUICE_AUTH_TOKEN)"
+            };
+            tracing::warn!(target: "esp.http", "{} {}: 401 {why}", req.method(), req.uri().path());
+            let mut r = ApiError::new(401, why).render(fmt);
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Query parameters in order, percent-decoded.
+pub type Query = Vec<(String, String)>;
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Splits and decodes a query string.
+pub fn parse_query(q: &str) -> Query {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// The value of a query parameter.
+pub fn param<'a>(q: &'a Query, name: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A boolean query parameter.
+pub fn flag(q: &Query, name: &str, default: bool) -> Result<bool, ApiError> {
+    match param(q, name) {
+        None => Ok(default),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ApiError::bad(format!(
+                "parameter {name}='{v}' is not a boolean (use true or false)"
+            ))),
+        },
+    }
+}
+
+/// XML or JSON, from `format=` or the Accept header.
+pub fn format_of(headers: &HeaderMap, q: &Query) -> Format {
+    if let Some(f) = param(q, "format") {
+        return if f.eq_ignore_ascii_case("json") {
+            Format::Json
+        } else {
+            Format::Xml
+        };
+    }
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/json") && !accept.contains("xml") {
+        Format::Json
+    } else {
+        Format::Xml
+    }
+}
+
+struct Req<'a> {
+    method: &'a Method,
+    fmt: Format,
+    segs: Vec<&'a str>,
+    q: Query,
+    body: Bytes,
+}
+
+async fn dispatch(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let q = parse_query(uri.query().unwrap_or(""));
+    let fmt = format_of(&headers, &q);
+    let path = uri.path();
+    let rest = ROOTS
+        .iter()
+        .find_map(|r| path.strip_prefix(r))
+        .unwrap_or(path);
+    let result = match body {
+        Err(rej) => Err(if rej.status().as_u16() == 413 {
+            ApiError::new(
+                413,
+                format!(
+                    "the request body is larger than the limit of {} bytes (server option --max-body)",
+                    st.cfg.max_body
+                ),
+            )
+        } else {
+            ApiError::new(rej.status().as_u16(), rej.body_text())
+        }),
+        Ok(body) => {
+            let req = Req {
+                method: &method,
+                fmt,
+                segs: rest.split('/').filter(|s| !s.is_empty()).collect(),
+                q,
+                body,
+            };
+            route(&st, req).await
+        }
+    };
+    match result {
+        Ok(reply) => {
+            tracing::debug!(target: "esp.http", "{method} {path}: 200");
+            if method == Method::HEAD {
+                return axum::http::StatusCode::OK.into_response();
+            }
+            reply.render(fmt)
+        }
+        Err(e) => {
+            tracing::info!(target: "esp.http", "{method} {path}: {} {}", e.status, e.message);
+            e.render(fmt)
+        }
+    }
+}
+
+fn method_not_allowed(m: &Method, what: &str, allowed: &str) -> ApiError {
+    ApiError::new(
+        405,
+        format!("{m} is not allowed on '{what}' (use {allowed})"),
+    )
+}
+
+fn body_text(b: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(b).map_err(|_| ApiError::bad("the request body is not UTF-8 text"))
+}
+
+async fn route(st: &Arc<AppState>, r: Req<'_>) -> Result<Reply, ApiError> {
+    let m = r.method;
+    let is = |x: &Method| m == x || (x == Method::GET && m == Method::HEAD);
+    match r.segs.as_slice() {
+        [] => Ok(Reply::Message(format!(
+            "Sluice {} event stream processing server: see {}api-docs",
+            env!("CARGO_PKG_VERSION"),
+            "/SASESP/"
+        ))),
+        ["server"] if is(&Method::GET) => server_info(st, &r.q),
+        ["server"] => Err(method_not_allowed(m, "server", "GET")),
+        ["server", "state"] if is(&Method::PUT) => server_state(st, &r.q).await,
+        ["server", "state"] => Err(method_not_allowed(m, "server/state", "PUT")),
+        ["projects"] if is(&Method::GET) => list_projects(st, &r.q, None),
+        ["projects"] if is(&Method::DELETE) => delete_many(st, &r.q).await,
+        ["projects"] => Err(method_not_allowed(m, "projects", "GET or DELETE")),
+        ["projects", name] if is(&Method::GET) => {
+            let v = st.registry.get(name)?;
+            Ok(Reply::Tree(
+                Elem::new("projects").child(project_elem(name, &v)),
+            ))
+        }
+        ["projects", name] if is(&Method::PUT) || is(&Method::POST) => {
+            load(st, name, &r.q, &r.body).await
+        }
+        ["projects", name] if is(&Method::DELETE) => {
+            Ok(Reply::Message(st.registry.delete(name).await?))
+        }
+        ["projects", _] => Err(method_not_allowed(
+            m,
+            "projects/{name}",
+            "GET, PUT or DELETE",
+        )),
+        ["projects", name, "state"] if is(&Method::PUT) || is(&Method::POST) => {
+            project_state(st, name, &r.q).await
+        }
+        ["projects", name, "state"] if is(&Method::GET) => {
+            let v = st.registry.get(name)?;
+            Ok(Reply::Tree(project_elem(name, &v)))
+        }
+        ["projects", _, "state"] => Err(method_not_allowed(m, "projects/{name}/state", "PUT")),
+        ["projectXml"] if is(&Method::GET) => project_xml(st, &r.q),
+        ["runningProjects"] | ["stoppedProjects"] if is(&Method::GET) => {
+            list_projects(st, &r.q, Some(r.segs[0] == "runningProjects"))
+        }
+        [which @ ("runningProjects" | "stoppedProjects"), rest @ ..]
+            if is(&Method::POST) || is(&Method::PUT) =>
+        {
+            start_stop_many(st, *which == "runningProjects", rest.first().copied(), &r.q).await
+        }
+        ["windowXml"] if is(&Method::GET) => window_xml(st, &r.q),
+        ["windows", path @ ..] if path.len() <= 3 && is(&Method::GET) => {
+            windows(st, path, &r.q).await
+        }
+        ["windows", p, cq, w, "state"] if is(&Method::PUT) || is(&Method::POST) => {
+            window_state(st, p, cq, w, &r.q, &r.body).await
+        }
+        ["events"] if is(&Method::GET) => all_events(st, &r.q, r.fmt == Format::Json).await,
+        ["events", p, cq, w] if is(&Method::GET) => {
+            window_events(st, p, cq, w, &r.q, r.fmt == Format::Json).await
+        }
+        ["projectResults"] if is(&Method::POST) || is(&Method::PUT) => {
+            project_results(st, &r.q, &r.body, r.fmt == Format::Json).await
+        }
+        ["projectValidationResults"] if is(&Method::POST) || is(&Method::PUT) => {
+            validate(body_text(&r.body)?)
+        }
+        ["loggers"] if is(&Method::GET) => Ok(Reply::Tree(loggers(None)?)),
+        ["loggers", name] if is(&Method::GET) => Ok(Reply::Tree(loggers(Some(name))?)),
+        ["loggers", name, "level"] if is(&Method::PUT) || is(&Method::POST) => {
+            set_logger(name, &r.q)
+        }
+        ["connectorInfo"] if is(&Method::GET) => Ok(Reply::Tree(connector_info())),
+        ["api-docs"] if is(&Method::GET) => Ok(Reply::Raw(
+            "application/json",
+            crate::apidocs::api_docs(st).to_string(),
+        )),
+        _ => Err(ApiError::not_found(format!(
+            "no endpoint {m} /SASESP/{}: see /SASESP/api-docs for the endpoints",
+            r.segs.join("/")
+        ))),
+    }
+}
+
+fn server_info(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
+    let mut e = Elem::new("esp-server")
+        .attr("version", "6.2")
+        .attr("sluice-version", env!("CARGO_PKG_VERSION"))
+        .attr("engine", "sluice")
+        .attr("analytics-license", "true")
+        .attr("primary-server", "true")
+        .attr("http", st.http_addr.port());
+    if let Some(p) = st.pubsub_addr {
+        e = e.attr("pubsub", p.port());
+    }
+    if flag(q, "config", false)? {
+        let mut props: Vec<(&str, String)> = vec![
+            ("bind", st.cfg.bind.to_string()),
+            ("http", st.http_addr.port().to_string()),
+            ("max-body", st.cfg.max_body.to_string()),
+            (
+                "auth",
+                if st.cfg.auth_token.is_some() {
+                    "bearer"
+                } else {
+                    "none"
+                }
+                .to_string(),
+            ),
+        ];
+        if let Some(p) = st.pubsub_addr {
+            props.push(("pubsub", p.port().to_string()));
+        }
+        if let Some(b) = &st.cfg.badevents {
+            props.push(("badevents", b.display().to_string()));
+        }
+        if let Some(r) = &st.cfg.persist_root {
+            props.push(("persist-root", r.display().to_string()));
+        }
+        for m in &st.cfg.models {
+            props.push(("model", m.display().to_string()));
+        }
+        for (k, v) in props {
+            e = e.child(Elem::new("property").attr("name", k).text(v));
+        }
+    }
+    Ok(Reply::Tree(e))
+}
+
+fn value_param<'a>(q: &'a Query, allowed: &str) -> Result<&'a str, ApiError> {
+    param(q, "value")
+        .ok_or_else(|| ApiError::bad(format!("parameter 'value' is required (one of: {allowed})")))
+}
+
+/// Checks a persist/restore directory: no `..`, and inside `--persist-root` when set
+/// (relative paths resolve against it).
+pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiError> {
+    let path = path
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| ApiError::bad("parameter 'path' is required: the snapshot directory"))?;
+    let p = Path::new(path.strip_prefix("file://").unwrap_or(path));
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(ApiError::bad(format!(
+            "path '{path}' contains '..': give a path without parent-directory steps"
+        )));
+    }
+    match root {
+        None => Ok(p.to_path_buf()),
+        Some(root) => {
+            let full = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                root.join(p)
+            };
+            if full.starts_with(root) {
+                Ok(full)
+            } else {
+                Err(ApiError::new(
+                    403,
+                    format!(
+                        "path '{path}' is outside the persist root '{}' (server option --persist-root)",
+                        root.display()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn not_yet(what: &str) -> ApiError {
+    ApiError::new(
+        422,
+        format!("{what} is not yet supported by this server: snapshots arrive with the persist/restore feature"),
+    )
+}
+
+async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> {
+    match value_param(q, "stopped, reloaded, persisted")? {
+        "stopped" => {
+            tracing::info!(target: "esp.server", "server stop requested over HTTP");
+            let _ = st.shutdown.send(true);
+            Ok(Reply::Message("server stopping".into()))
+        }
+        "reloaded" => {
+            st.registry.clear().await;
+            let n = st
+                .load_startup_models()
+                .await
+                .map_err(|e| ApiError::bad(format!("reload failed: {e}")))?;
+            tracing::info!(target: "esp.server", "server reloaded: {n} project(s) from the startup model");
+            Ok(Reply::Message(format!(
+                "server reloaded: {n} project(s) loaded from the startup model"
+            )))
+        }
+        "persisted" => {
+            confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            Err(not_yet("persisting the server"))
+        }
+        other => Err(ApiError::bad(format!(
+            "unknown server state '{other}' (use stopped, reloaded or persisted)"
+        ))),
+    }
+}
+
+fn project_elem(name: &str, v: &ProjectView) -> Elem {
+    let mut e = Elem::new("project")
+        .attr("name", name)
+        .attr("state", if v.running { "running" } else { "stopped" })
+        .attr(
+            "connectors",
+            if v.connectors_started {
+                "started"
+            } else {
+                "stopped"
+            },
+        );
+    if let Err(d) = &v.compiled {
+        e = e.attr("startable", "false").attr("problems", d.len());
+    }
+    e
+}
+
+fn name_filter(q: &Query) -> Result<(Option<Vec<String>>, Option<Filter>), ApiError> {
+    let names = param(q, "name").map(|n| n.split('|').map(str::to_string).collect());
+    let filter = match param(q, "filter") {
+        Some(f) if !f.trim().is_empty() => {
+            Some(Filter::parse(f).map_err(|e| ApiError::bad(format!("filter '{f}': {e}")))?)
+        }
+        _ => None,
+    };
+    Ok((names, filter))
+}
+
+fn matching_projects(
+    st: &AppState,
+    q: &Query,
+    running: Option<bool>,
+) -> Result<Vec<(String, ProjectView)>, ApiError> {
+    let (names, filter) = name_filter(q)?;
+    Ok(st
+        .registry
+        .all()
+        .into_iter()
+        .filter(|(n, v)| {
+            running.is_none_or(|r| v.running == r)
+                && names.as_ref().is_none_or(|ns| ns.contains(n))
+                && filter.as_ref().is_none_or(|f| {
+                    f.eval(&|k| match k {
+                        "name" => Some(sluice_event::Value::str(n)),
+                        "state" => Some(sluice_event::Value::str(if v.running {
+                            "running"
+                        } else {
+                            "stopped"
+                        })),
+                        _ => None,
+                    })
+                })
+        })
+        .collect())
+}
+
+fn list_projects(st: &AppState, q: &Query, running: Option<bool>) -> Result<Reply, ApiError> {
+    let mut e = Elem::new("projects");
+    for (n, v) in matching_projects(st, q, running)? {
+        e = e.child(project_elem(&n, &v));
+    }
+    Ok(Reply::Tree(e))
+}
+
+async fn delete_many(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
+    if param(q, "name").is_none() && param(q, "filter").is_none() {
+        return Err(ApiError::bad(
+            "DELETE projects needs name=a|b or filter=…, to avoid deleting every project by mistake",
+        ));
+    }
+    let ps = matching_projects(st, q, None)?;
+    let mut names = Vec::new();
+    for (n, _) in ps {
+        st.registry.delete(&n).await?;
+        names.push(n);
+    }
+    Ok(Reply::Message(format!(
+        "{} project(s) deleted: {}",
+        names.len(),
+        names.join(", ")
+    )))
+}
+
+async fn start_stop_many(
+    st: &AppState,
+    start: bool,
+    one: Option<&str>,
+    q: &Query,
+) -> Result<Reply, ApiError> {
+    let targets: Vec<String> = match one {
+        Some(n) => {
+            let v = st.registry.get(n)?;
+            if v.running == start {
+                vec![]
+            } else {
+                vec![n.to_string()]
+            }
+        }
+        None => matching_projects(st, q, Some(!start))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
+    };
+    for n in &targets {
+        if start {
+            st.registry.start(n).await?;
+        } else {
+            st.registry.stop(n).await?;
+        }
+    }
+    Ok(Reply::Message(format!(
+        "{} project(s) {}: {}",
+        targets.len(),
+        if start { "started" } else { "stopped" },
+        targets.join(", ")
+    )))
+}
+
+async fn load(st: &AppState, name: &str, q: &Query, body: &Bytes) -> Result<Reply, ApiError> {
+    let opts = LoadOptions {
+        overwrite: flag(q, "overwrite", false)?,
+        start: flag(q, "start", true)?,
+        connectors: flag(q, "connectors", true)?,
+    };
+    let text = match param(q, "projectUrl") {
+        Some(url) if body.is_empty() => read_url(url)?,
+        _ => body_text(body)?.to_string(),
+    };
+    let spec = registry::parse_for_load(name, &text)?;
+    Ok(Reply::Message(st.registry.load(spec, opts).await?))
+}
+
+fn read_url(url: &str) -> Result<String, ApiError> {
+    let path = url
+        .strip_prefix("file://")
+        .ok_or_else(|| ApiError::bad(format!("URL '{url}' is not supported: use file://PATH")))?;
+    std::fs::read_to_string(path).map_err(|e| ApiError::bad(format!("cannot read '{path}': {e}")))
+}
+
+async fn project_state(st: &AppState, name: &str, q: &Query) -> Result<Reply, ApiError> {
+    let allowed = "running, stopped, connectorsStarted, persisted, restored";
+    let value = value_param(q, allowed)?;
+    let r = &st.registry;
+    let msg = match value {
+        "running" => r.start(name).await?,
+        "stopped" => r.stop(name).await?,
+        "connectorsStarted" => r.start_connectors(name).await?,
+        "persisted" => {
+            let v = r.get(name)?;
+            if v.running {
+                return Err(ApiError::conflict(format!(
+                    "project '{name}' is running: stop it first (value=stopped), persist it, then start it again"
+                )));
+            }
+            confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            return Err(not_yet("persisting a project"));
+        }
+        "restored" => {
+            let v = r.get(name)?;
+            if v.running {
+                return Err(ApiError::conflict(format!(
+                    "project '{name}' is running: stop it first (value=stopped), then restore it"
+                )));
+            }
+            confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            return Err(not_yet("restoring a project"));
+        }
+        "modified" => {
+            return Err(ApiError::bad(format!(
+                "value=modified is not supported: load the new XML with PUT projects/{name}?overwrite=true"
+            )))
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "unknown project state '{other}' (use one of: {allowed})"
+            )))
+        }
+    };
+    Ok(Reply::Message(msg))
+}
+
+fn project_xml(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
+    let ps = matching_projects(st, q, None)?;
+    if let Some(names) = param(q, "name") {
+        for n in names.split('|') {
+            if !ps.iter().any(|(p, _)| p == n) {
+                st.registry.get(n)?;
+            }
+        }
+    }
+    let mut raw = String::new();
+    for (_, v) in ps {
+        raw.push_str(sluice_model::write_xml(&v.spec.node).trim_end());
+    }
+    let mut e = Elem::new("projects");
+    e.raw = Some(raw);
+    Ok(Reply::Tree(e))
+}
+
+/// A window as the listing endpoints see it.
+struct WinRef {
+    project: String,
+    cq: String,
+    name: String,
+    element: String,
+    schema: Option<Schema>,
+    id: Option<WindowId>,
+    node: Option<sluice_model::XmlNode>,
+}
+
+fn windows_of(name: &str, v: &ProjectView) -> Vec<WinRef> {
+    let info: Option<&ProjectInfo> = v.compiled.as_ref().ok().map(|i| i.as_ref());
+    let mut out = Vec::new();
+    for cq in &v.spec.contqueries {
+        for w in &cq.windows {
+            let wi = info.and_then(|i| i.window(&cq.name, &w.name));
+            out.push(WinRef {
+                project: name.to_string(),
+                cq: cq.name.clone(),
+                name: w.name.clone(),
+                element: w.element.clone(),
+                schema: wi.map(|i| i.schema.clone()).or_else(|| w.schema.clone()),
+                id: wi.map(|i| i.id),
+                node: window_node(&v.spec.node, &cq.name, &w.name),
+            });
+        }
+    }
+    out
+}
+
+fn window_node(
+    project: &sluice_model::XmlNode,
+    cq: &str,
+    w: &str,
+) -> Option<sluice_model::XmlNode> {
+    project
+        .children_named("contqueries")
+        .flat_map(|c| c.children_named("contquery"))
+        .filter(|c| c.attr("name") == Some(cq))
+        .flat_map(|c| c.children_named("windows"))
+        .flat_map(|ws| ws.children.iter())
+        .find(|n| n.attr("name") == Some(w))
+        .cloned()
+}
+
+fn window_matches(w: &WinRef, q: &Query, filter: Option<&Filter>) -> bool {
+    param(q, "project").is_none_or(|p| p.split('|').any(|x| x == w.project))
+        && param(q, "contquery").is_none_or(|p| p.split('|').any(|x| x == w.cq))
+        && param(q, "name").is_none_or(|p| p.split('|').any(|x| x == w.name))
+        && param(q, "type").is_none_or(|p| p.split('|').any(|x| x == w.element))
+        && filter.is_none_or(|f| {
+            f.eval(&|k| {
+                Some(sluice_event::Value::str(match k {
+                    "project" => &w.project,
+                    "contquery" => &w.cq,
+                    "name" => &w.name,
+                    "type" => &w.element,
+                    _ => return None,
+                }))
+            })
+        })
+}
+
+fn parse_filter(q: &Query, name: &str) -> Result<Option<Filter>, ApiError> {
+    match param(q, name) {
+        Some(f) if !f.trim().is_empty() => Filter::parse(f)
+            .map(Some)
+            .map_err(|e| ApiError::bad(format!("{name} '{f}': {e}"))),
+        _ => Ok(None),
+    }
+}
+
+fn window_xml(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
+    if let Some(p) = param(q, "project") {
+        if !p.contains('|') {
+            st.registry.get(p)?;
+        }
+    }
+    let filter = parse_filter(q, "filter")?;
+    let mut raw = String::new();
+    for (n, v) in st.registry.all() {
+        for w in windows_of(&n, &v) {
+            if !window_matches(&w, q, filter.as_ref()) {
+                continue;
+            }
+            if let Some(mut node) = w.node {
+                node.attrs
+                    .retain(|(k, _)| k != "project" && k != "contquery");
+                node.attrs.push(("contquery".into(), w.cq.clone()));
+                node.attrs.push(("project".into(), w.project.clone()));
+                raw.push_str(sluice_model::write_xml(&node).trim_end());
+            }
+        }
+    }
+    let mut e = Elem::new("windows");
+    e.raw = Some(raw);
+    Ok(Reply::Tree(e))
+}
+
+fn schema_elem(s: &Schema) -> Elem {
+    let mut fields = Elem::new("fields");
+    for f in s.fields() {
+        let mut fe = Elem::new("field")
+            .attr("name", &f.name)
+            .attr("type", f.ty.name());
+        if f.key {
+            fe = fe.attr("key", "true");
+        }
+        fields = fields.child(fe);
+    }
+    Elem::new("schema").child(fields)
+}
+
+async fn counts(v: &ProjectView) -> Option<Vec<usize>> {
+    let h = v.handle.as_ref()?;
+    h.ask(Cmd::Counts).await
+}
+
+async fn windows(st: &AppState, path: &[&str], q: &Query) -> Result<Reply, ApiError> {
+    let want_count = flag(q, "count", true)?;
+    let want_schema = flag(q, "schema", path.len() == 3)?;
+    let filter = parse_filter(q, "filter")?;
+    let projects = match path.first() {
+        Some(p) => vec![(p.to_string(), st.registry.get(p)?)],
+        None => st.registry.all(),
+    };
+    let mut e = Elem::new("windows");
+    let mut found = false;
+    for (n, v) in projects {
+        let cnts = if want_count { counts(&v).await } else { None };
+        for w in windows_of(&n, &v) {
+            if path.get(1).is_some_and(|c| *c != w.cq)
+                || path.get(2).is_some_and(|x| *x != w.name)
+                || !window_matches(&w, q, filter.as_ref())
+            {
+                continue;
+            }
+            found = true;
+            let mut we = Elem::new("window")
+                .attr("name", &w.name)
+                .attr("contquery", &w.cq)
+                .attr("project", &w.project)
+                .attr("type", &w.element);
+            if want_count {
+                let c = match (&cnts, w.id) {
+                    (Some(c), Some(id)) => c.get(id.0 as usize).copied().unwrap_or(0),
+                    _ => 0,
+                };
+                we = we.attr("count", c);
+            }
+            if want_schema {
+                if let Some(s) = &w.schema {
+                    we = we.child(schema_elem(s));
+                }
+            }
+            e = e.child(we);
+        }
+    }
+    if path.len() >= 2 && !found {
+        return Err(ApiError::not_found(format!(
+            "window '{}' does not exist (see GET windows/{})",
+            path.join("/"),
+            path[0]
+        )));
+    }
+    Ok(Reply::Tree(e))
+}
+
+/// A window of a started project, for event access.
+pub(crate) struct Target {
+    pub view: ProjectView,
+    pub info: crate::project::WinInfo,
+    pub path: String,
+}
+
+pub(crate) fn target(st: &AppState, p: &str, cq: &str, w: &str) -> Result<Target, ApiError> {
+    let view = st.registry.get(p)?;
+    let info = match &view.compiled {
+        Ok(i) => i.window(cq, w).cloned(),
+        Err(_) => None,
+    };
+    let Some(info) = info else {
+        let exists = view
+            .spec
+            .contqueries
+            .iter()
+            .any(|c| c.name == cq && c.windows.iter().any(|x| x.name == w));
+        return Err(if exists {
+            ApiError::conflict(format!(
+                "project '{p}' cannot run (its model has windows the engine cannot execute), so window '{p}/{cq}/{w}' holds no events"
+            ))
+        } else {
+            ApiError::not_found(format!(
+                "window '{p}/{cq}/{w}' does not exist (see GET windows/{p})"
+            ))
+        });
+    };
+    Ok(Target {
+        path: format!("{p}/{cq}/{w}"),
+        view,
+        info,
+    })
+}
+
+async fn window_state(
+    st: &AppState,
+    p: &str,
+    cq: &str,
+    w: &str,
+    q: &Query,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let t = target(st, p, cq, w)?;
+    match value_param(q, "injected, tracingOn, tracingOff")? {
+        "injected" => {}
+        "tracingOn" | "tracingOff" => {
+            return Ok(Reply::Message(format!(
+                "window {} tracing is not available; use --loglevel esp.windows=debug",
+                t.path
+            )))
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "unknown window state '{other}' (use injected)"
+            )))
+        }
+    }
+    if !t.info.source {
+        return Err(ApiError::bad(format!(
+            "window '{}' is a {}, not a source window: events can only be injected into source windows",
+            t.path, t.info.element
+        )));
+    }
+    if !t.view.running {
+        return Err(ApiError::conflict(format!(
+            "project '{p}' is stopped: start it with PUT projects/{p}/state?value=running before injecting events"
+        )));
+    }
+    let text = match param(q, "eventUrl") {
+        Some(url) => read_url(url)?,
+        None => body_text(body)?.to_string(),
+    };
+    if text.trim().is_empty() {
+        return Err(ApiError::bad(
+            "no events: send CSV, XML or JSON events as the body, or give eventUrl=file://PATH",
+        ));
+    }
+    let fmt = match param(q, "eventFormat").or(param(q, "type")) {
+        Some(f) => EventFormat::parse(f).ok_or_else(|| {
+            ApiError::bad(format!("unknown event format '{f}' (use csv, xml or json)"))
+        })?,
+        None => EventFormat::detect(&text),
+    };
+    let opts = parse_options(q)?;
+    let blocks = events::parse_body(&text, fmt, &t.info.schema, &opts).map_err(|errs| {
+        ApiError::bad(format!(
+            "{} event(s) cannot be read; nothing was injected into {}",
+            errs.len(),
+            t.path
+        ))
+        .with_details(errs)
+    })?;
+    let handle = t
+        .view
+        .handle
+        .clone()
+        .ok_or_else(|| ApiError::new(500, "no engine"))?;
+    let window = t.info.id;
+    let out = handle
+        .ask(|r| Cmd::Inject {
+            window,
+            blocks,
+            reply: Some(r),
+        })
+        .await
+        .ok_or_else(|| ApiError::new(500, format!("project '{p}' has stopped processing")))?;
+    let mut msg = format!("{} event(s) injected into window {}", out.events, t.path);
+    if !out.refused.is_empty() {
+        msg.push_str(&format!(
+            "; {} refused by the windows (see the bad-events file)",
+            out.refused.len()
+        ));
+        let mut e = Elem::new("message").text(msg);
+        for r in out.refused.iter().take(100) {
+            e = e.child(Elem::new("refused").text(r.clone()));
+        }
+        return Ok(Reply::Tree(Elem::new("response").child(e)));
+    }
+    Ok(Reply::Message(msg))
+}
+
+/// `dateformat`, `blocksize`, `opcode` parameters of injections and publishers.
+pub fn parse_options(q: &Query) -> Result<ParseOptions, ApiError> {
+    let mut o = ParseOptions::default();
+    if let Some(d) = param(q, "dateformat") {
+        o.dateformat = Some(
+            sluice_event::time::DateFormat::new(d)
+                .map_err(|e| ApiError::bad(format!("dateformat '{d}': {e}")))?,
+        );
+    }
+    if let Some(b) = param(q, "blocksize") {
+        o.blocksize =
+            b.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::bad(format!("blocksize '{b}' is not a positive number"))
+            })?;
+    }
+    if let Some(op) = param(q, "opcode") {
+        o.opcode = sluice_event::Opcode::parse(op).ok_or_else(|| {
+            ApiError::bad(format!(
+                "opcode '{op}' is unknown (use insert, update, delete, upsert or safedelete)"
+            ))
+        })?;
+    }
+    Ok(o)
+}
+
+struct Shaping {
+    filter: Option<Filter>,
+    sort: Option<(String, bool)>,
+    limit: Option<usize>,
+}
+
+fn shaping(q: &Query, filter_param: &str) -> Result<Shaping, ApiError> {
+    let sort = match param(q, "sortBy") {
+        None => None,
+        Some(s) => {
+            let (f, dir) = s.split_once(':').unwrap_or((s, "ascending"));
+            let desc = match dir {
+                "ascending" | "asc" => false,
+                "descending" | "desc" => true,
+                other => {
+                    return Err(ApiError::bad(format!(
+                        "sortBy direction '{other}' is unknown (use field:ascending or field:descending)"
+                    )))
+                }
+            };
+            Some((f.to_string(), desc))
+        }
+    };
+    let limit = match param(q, "limit") {
+        None => None,
+        Some(l) => Some(
+            l.trim()
+                .parse()
+                .map_err(|_| ApiError::bad(format!("limit '{l}' is not a whole number")))?,
+        ),
+    };
+    Ok(Shaping {
+        filter: parse_filter(q, filter_param)?,
+        sort,
+        limit,
+    })
+}
+
+fn shape_rows(
+    path: &str,
+    schema: &Schema,
+    mut rows: Vec<Row>,
+    s: &Shaping,
+    strict: bool,
+) -> Result<Vec<Row>, ApiError> {
+    if let Some(f) = &s.filter {
+        if strict {
+            let mut names = Vec::new();
+            f.fields(&mut names);
+            if let Some(n) = names.iter().find(|n| schema.index_of(n).is_none()) {
+                return Err(ApiError::bad(format!(
+                    "filter: '{n}' is not a field of window {path} ({schema})"
+                )));
+            }
+        }
+        rows.retain(|r| {
+            f.eval(&|k| {
+                schema
+                    .index_of(k)
+                    .map(|i| r[i].clone())
+                    .filter(|v| !v.is_null())
+            })
+        });
+    }
+    if let Some((field, desc)) = &s.sort {
+        match schema.index_of(field) {
+            Some(i) => {
+                rows.sort_by(|a, b| a[i].cmp(&b[i]));
+                if *desc {
+                    rows.reverse();
+                }
+            }
+            None if strict => {
+                return Err(ApiError::bad(format!(
+                    "sortBy: '{field}' is not a field of window {path} ({schema})"
+                )))
+            }
+            None => {}
+        }
+    }
+    if let Some(l) = s.limit {
+        rows.truncate(l);
+    }
+    Ok(rows)
+}
+
+fn events_raw(path: &str, schema: &Schema, rows: &[Row], out: &mut Elem) {
+    let raw = out.raw.get_or_insert_with(String::new);
+    for r in rows {
+        events::xml_event(Some(path), None, schema, r, raw);
+    }
+}
+
+fn events_reply(items: Vec<(String, Schema, Vec<Row>)>, fmt_json: bool) -> Reply {
+    if fmt_json {
+        let evs: Vec<serde_json::Value> = items
+            .iter()
+            .flat_map(|(p, s, rows)| {
+                rows.iter().map(
+                    move |r| serde_json::json!({"window": p, "values": events::json_row(s, r)}),
+                )
+            })
+            .collect();
+        return Reply::Raw(
+            "application/json",
+            serde_json::json!({ "events": evs }).to_string(),
+        );
+    }
+    let mut e = Elem::new("events");
+    e.raw = Some(String::new());
+    for (p, s, rows) in &items {
+        events_raw(p, s, rows, &mut e);
+    }
+    Reply::Tree(e)
+}
+
+async fn rows_of(t: &Target) -> Result<Vec<Row>, ApiError> {
+    let h = t
+        .view
+        .handle
+        .as_ref()
+        .ok_or_else(|| ApiError::new(500, "no engine"))?;
+    let window = t.info.id;
+    h.ask(|r| Cmd::Rows { window, reply: r })
+        .await
+        .ok_or_else(|| ApiError::new(500, format!("project of window {} has ended", t.path)))
+}
+
+async fn window_events(
+    st: &AppState,
+    p: &str,
+    cq: &str,
+    w: &str,
+    q: &Query,
+    json: bool,
+) -> Result<Reply, ApiError> {
+    let t = target(st, p, cq, w)?;
+    let s = shaping(q, "filter")?;
+    let rows = rows_of(&t).await?;
+    let rows = shape_rows(&t.path, &t.info.schema, rows, &s, true)?;
+    Ok(events_reply(
+        vec![(t.path.clone(), t.info.schema.clone(), rows)],
+        json,
+    ))
+}
+
+async fn all_events(st: &AppState, q: &Query, json: bool) -> Result<Reply, ApiError> {
+    let wf = parse_filter(q, "windowFilter")?;
+    let s = shaping(q, "eventFilter")?;
+    let mut items = Vec::new();
+    for (n, v) in st.registry.all() {
+        for w in windows_of(&n, &v) {
+            if !window_matches(&w, q, wf.as_ref()) || w.id.is_none() {
+                continue;
+            }
+            let t = target(st, &n, &w.cq, &w.name)?;
+            let rows = rows_of(&t).await?;
+            let rows = shape_rows(&t.path, &t.info.schema, rows, &s, false)?;
+            items.push((t.path, t.info.schema, rows));
+        }
+    }
+    Ok(events_reply(items, json))
+}
+
+async fn project_results(
+    st: &AppState,
+    q: &Query,
+    body: &Bytes,
+    json: bool,
+) -> Result<Reply, ApiError> {
+    let text = body_text(body)?.to_string();
+    if text.trim().is_empty() {
+        return Err(ApiError::bad(
+            "the body is empty: send the project XML to run",
+        ));
+    }
+    let lookup = |v: &str| std::env::var(v).ok();
+    let spec = sluice_model::parse_project(&text, &lookup).map_err(|d| {
+        ApiError::bad(format!("the project XML has {} problem(s)", d.len()))
+            .with_details(d.iter().map(|d| d.to_string()).collect())
+    })?;
+    let wanted: Option<Vec<String>> =
+        param(q, "windows").map(|w| w.split('|').map(str::to_string).collect());
+    let base = st.cfg.base.clone();
+    let badpath = st.cfg.badevents.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Schema, Vec<Row>)>, ApiError> {
+        let bad = sluice_runtime::BadEvents::open(badpath.as_deref())
+            .map_err(|e| ApiError::new(500, format!("cannot open the bad-events file: {e}")))?;
+        let mut runner = sluice_runtime::Runner::new(&spec, &base, bad).map_err(|e| {
+            ApiError::bad(format!("project '{}' cannot run", spec.name))
+                .with_details(e.to_string().lines().map(|l| l.trim().to_string()).collect())
+        })?;
+        runner
+            .run_to_end(&mut sluice_runtime::now_micros)
+            .map_err(|e| ApiError::bad(format!("project '{}' failed: {e}", spec.name)))?;
+        let engine = &runner.engine;
+        let mut out = Vec::new();
+        if let Some(ws) = &wanted {
+            for w in ws {
+                let ok = engine.nodes().iter().any(|n| {
+                    *w == n.name || *w == n.path || *w == format!("{}/{}", spec.name, n.path)
+                });
+                if !ok {
+                    return Err(ApiError::not_found(format!(
+                        "window '{w}' is not in project '{}' (name it as window, cq/window or project/cq/window)",
+                        spec.name
+                    )));
+                }
+            }
+        }
+        for (i, n) in engine.nodes().iter().enumerate() {
+            let full = format!("{}/{}", spec.name, n.path);
+            if let Some(ws) = &wanted {
+                if !ws.iter().any(|w| *w == n.name || *w == n.path || *w == full) {
+                    continue;
+                }
+            }
+            let rows = engine
+                .rows_sorted(WindowId(i as u32))
+                .into_iter()
+                .cloned()
+                .collect();
+            out.push((full, n.schema.clone(), rows));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::new(500, format!("projectResults failed: {e}")))??;
+    Ok(events_reply(res, json))
+}
+
+fn validate(text: &str) -> Result<Reply, ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad(
+            "the body is empty: send the project XML to validate",
+        ));
+    }
+    let lookup = |v: &str| std::env::var(v).ok();
+    let specs = sluice_model::parse_models(text, &lookup).map_err(|d| {
+        ApiError::bad(format!(
+            "the project XML is not valid: {} problem(s)",
+            d.len()
+        ))
+        .with_details(d.iter().map(|d| d.to_string()).collect())
+    })?;
+    let mut e = Elem::new("project-validation-success");
+    for spec in &specs {
+        if let Err(d) = sluice_engine::Engine::new(spec) {
+            for d in d {
+                e = e.child(
+                    Elem::new("warning")
+                        .attr("project", &spec.name)
+                        .text(format!("loads but cannot start: {d}")),
+                );
+            }
+        }
+    }
+    Ok(Reply::Tree(e))
+}
+
+fn loggers(one: Option<&str>) -> Result<Elem, ApiError> {
+    let levels = logging::control().levels();
+    if let Some(n) = one {
+        let l = levels.get(n).ok_or_else(|| unknown_logger(n, &levels))?;
+        return Ok(Elem::new("loggers").child(Elem::new("logger").attr("name", n).attr("level", l)));
+    }
+    let mut e = Elem::new("loggers");
+    for (k, v) in levels {
+        e = e.child(Elem::new("logger").attr("name", k).attr("level", v));
+    }
+    Ok(e)
+}
+
+fn unknown_logger(n: &str, levels: &std::collections::BTreeMap<String, String>) -> ApiError {
+    ApiError::not_found(format!(
+        "logger '{n}' does not exist (loggers: {})",
+        levels.keys().cloned().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+fn set_logger(name: &str, q: &Query) -> Result<Reply, ApiError> {
+    let v = value_param(q, "trace, debug, info, warn, error, off")?;
+    match logging::control().set(name, v) {
+        Ok(l) => {
+            tracing::info!(target: "esp.server", "logger {name} set to {l}");
+            Ok(Reply::Message(format!("logger {name} set to level {l}")))
+        }
+        Err(Some(e)) => Err(ApiError::bad(e)),
+        Err(None) => Err(unknown_logger(name, &logging::control().levels())),
+    }
+}
+
+fn connector_info() -> Elem {
+    Elem::new("connectors")
+        .child(
+            Elem::new("connector")
+                .attr("label", "fs")
+                .attr("type", "publisher")
+                .attr(
+                    "description",
+                    "reads CSV or XML event files (fstype=csv|xml)",
+                ),
+        )
+        .child(
+            Elem::new("connector")
+                .attr("label", "fs")
+                .attr("type", "subscriber")
+                .attr("description", "writes window output as CSV lines"),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode() {
+        let q = parse_query("name=a%7Cb&filter=eq(name,'x y')&flag&sp=a+b");
+        assert_eq!(param(&q, "name"), Some("a|b"));
+        assert_eq!(param(&q, "filter"), Some("eq(name,'x y')"));
+        assert_eq!(param(&q, "flag"), Some(""));
+        assert_eq!(param(&q, "sp"), Some("a b"));
+        assert_eq!(decode("100%"), "100%");
+    }
+
+    #[test]
+    fn persist_paths_are_confined() {
+        let root = Path::new("/data/snaps");
+        assert_eq!(
+            confine(Some(root), Some("p1")).unwrap(),
+            PathBuf::from("/data/snaps/p1")
+        );
+        assert!(confine(Some(root), Some("/data/snaps/p1")).is_ok());
+        assert_eq!(confine(Some(root), Some("/etc")).unwrap_err().status, 403);
+        assert!(confine(Some(root), Some("a/../../x"))
+            .unwrap_err()
+            .message
+            .contains(".."));
+        assert!(confine(None, Some("/tmp/../etc")).is_err());
+        assert_eq!(confine(None, None).unwrap_err().status, 400);
+    }
+}

@@ -1,0 +1,115 @@
+//! `sluice server` options. The single-dash spellings of `dfesp_xml_server` (`-http 8080`,
+//! `-model file://m.xml`) are accepted too.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::Config;
+
+/// Starts the Sluice server.
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice server",
+    about = "Starts the Sluice server: REST admin API, WebSocket and pubsub publish/subscribe."
+)]
+struct Args {
+    /// HTTP port of the REST API and WebSocket publishers/subscribers (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    http: u16,
+    /// Port of the line-oriented publish/subscribe protocol (0: any free port).
+    #[arg(long)]
+    pubsub: Option<u16>,
+    /// Address to bind (default 127.0.0.1; 0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Appends refused events and unreadable input lines, with the reason, to this file.
+    #[arg(long)]
+    badevents: Option<PathBuf>,
+    /// Model to load and start, with its connectors, at startup (`file://` optional; repeatable).
+    #[arg(long)]
+    model: Vec<String>,
+    /// Logger levels: one level (`debug`) or `esp=trace,esp.http=debug`.
+    #[arg(long)]
+    loglevel: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every request (also SLUICE_AUTH_TOKEN).
+    #[arg(long, env = "SLUICE_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: usize,
+    /// Persist and restore paths must lie inside this directory.
+    #[arg(long)]
+    persist_root: Option<PathBuf>,
+    /// Seconds between "current publish rate" log lines of running connectors.
+    #[arg(long, default_value_t = 10)]
+    rate_interval: u64,
+}
+
+/// Turns `-http` into `--http` (single-dash long options of the commercial tool).
+pub fn normalize(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            if a.len() > 2 && a.starts_with('-') && !a.starts_with("--") {
+                format!("-{a}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
+}
+
+/// Parses the options: Ok(None) after `--help`, Err(exit code) on a bad option.
+#[allow(clippy::result_large_err)]
+pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCode> {
+    let argv = std::iter::once("sluice server".to_string()).chain(normalize(args));
+    let a = match Args::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Err(ExitCode::from(2))
+            } else {
+                Ok(None)
+            };
+        }
+    };
+    let models = a
+        .model
+        .iter()
+        .map(|m| PathBuf::from(m.strip_prefix("file://").unwrap_or(m)))
+        .collect();
+    let cfg = Config {
+        bind: a.bind,
+        http_port: a.http,
+        pubsub_port: Some(a.pubsub.unwrap_or(0)),
+        badevents: a.badevents,
+        models,
+        auth_token: a.auth_token.filter(|t| !t.is_empty()),
+        max_body: a.max_body,
+        persist_root: a.persist_root,
+        rate_interval: Duration::from_secs(a.rate_interval.max(1)),
+        ..Config::default()
+    };
+    Ok(Some((cfg, a.loglevel)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_options_parse() {
+        let args: Vec<String> = ["-http", "8123", "-pubsub", "8124", "-model", "file://m.xml"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (cfg, _) = parse(&args).unwrap().unwrap();
+        assert_eq!(cfg.http_port, 8123);
+        assert_eq!(cfg.pubsub_port, Some(8124));
+        assert_eq!(cfg.models, vec![PathBuf::from("m.xml")]);
+        assert_eq!(cfg.bind.to_string(), "127.0.0.1");
+    }
+}

@@ -1,0 +1,688 @@
+//! One loaded project: a thread that owns its [`Engine`] and takes [`Cmd`]s over a channel
+//! (the single writer of the project's state). Its file publishers, when started, are read
+//! block by block between commands, so queries and client publishes are served while a file
+//! is being read; output goes to fs subscribers and to client subscribers through the
+//! [`Sink`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_connector::{FsPublisher, FsSubscriber};
+use sluice_engine::{Engine, Sink, WindowId};
+use sluice_event::{Event, EventBlock, MsgId, Row, Schema};
+use sluice_model::{ConnectorDirection, ConnectorSpec, ProjectSpec};
+use sluice_runtime::BadEvents;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::reply::ApiError;
+
+/// A window of a compiled project, as the API shows it.
+#[derive(Clone, Debug)]
+pub struct WinInfo {
+    pub cq: String,
+    pub name: String,
+    /// The element name, e.g. `window-source`.
+    pub element: String,
+    pub schema: Schema,
+    pub id: WindowId,
+    pub source: bool,
+}
+
+/// The windows of a compiled project.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectInfo {
+    pub windows: Vec<WinInfo>,
+}
+
+impl ProjectInfo {
+    /// Reads the windows of a compiled engine (element names from the spec).
+    pub fn new(engine: &Engine, spec: &ProjectSpec) -> ProjectInfo {
+        let windows = engine
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let element = spec
+                    .contqueries
+                    .iter()
+                    .filter(|c| c.name == n.cq)
+                    .flat_map(|c| c.windows.iter())
+                    .find(|w| w.name == n.name)
+                    .map_or_else(|| n.imp.kind().to_string(), |w| w.element.clone());
+                WinInfo {
+                    cq: n.cq.clone(),
+                    name: n.name.clone(),
+                    element,
+                    schema: n.schema.clone(),
+                    id: WindowId(i as u32),
+                    source: matches!(n.imp, sluice_engine::window::WindowImpl::Source(_)),
+                }
+            })
+            .collect();
+        ProjectInfo { windows }
+    }
+
+    /// The window `cq/name`.
+    pub fn window(&self, cq: &str, name: &str) -> Option<&WinInfo> {
+        self.windows.iter().find(|w| w.cq == cq && w.name == name)
+    }
+}
+
+/// Window output sent to a client subscriber.
+#[derive(Clone, Debug)]
+pub struct SubMsg {
+    /// The input block's message ID (0 for the snapshot).
+    pub id: MsgId,
+    /// True for the snapshot of current rows sent first.
+    pub snapshot: bool,
+    pub events: Arc<Vec<Event>>,
+}
+
+/// What an injection did.
+#[derive(Clone, Debug, Default)]
+pub struct InjectOutcome {
+    pub events: u64,
+    /// Refused events with their reasons.
+    pub refused: Vec<String>,
+}
+
+/// A command to a project thread.
+pub enum Cmd {
+    /// Starts (true) or stops (false) processing. Stopping stops the connectors.
+    SetRunning(bool, oneshot::Sender<()>),
+    /// Opens the fs connectors and starts reading the publishers' files.
+    StartConnectors(oneshot::Sender<Result<String, ApiError>>),
+    /// Runs blocks through a source window.
+    Inject {
+        window: WindowId,
+        blocks: Vec<EventBlock>,
+        reply: Option<oneshot::Sender<InjectOutcome>>,
+    },
+    /// Records input text a client publisher could not read.
+    BadLine {
+        connector: String,
+        line: u64,
+        text: String,
+        reason: String,
+    },
+    /// The current rows of a window, sorted by key.
+    Rows {
+        window: WindowId,
+        reply: oneshot::Sender<Vec<Row>>,
+    },
+    /// Row counts of all windows.
+    Counts(oneshot::Sender<Vec<usize>>),
+    /// Adds a client subscriber (snapshot first when asked).
+    Subscribe {
+        window: WindowId,
+        snapshot: bool,
+        tx: mpsc::Sender<SubMsg>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Answers once every earlier command is done, with the events injected so far.
+    Sync(oneshot::Sender<u64>),
+    /// Ends the thread.
+    Shutdown,
+}
+
+/// The sending side of a project thread.
+#[derive(Clone)]
+pub struct ProjectHandle {
+    tx: SyncSender<Cmd>,
+}
+
+/// Capacity of a project's command queue (senders wait when it is full).
+const QUEUE: usize = 4096;
+/// Capacity of a client subscriber's queue, in output blocks (the project waits when full).
+pub const SUB_QUEUE: usize = 1024;
+
+impl ProjectHandle {
+    /// Sends a command, waiting (off the async workers) when the queue is full. False when
+    /// the project thread is gone.
+    pub fn send(&self, cmd: Cmd) -> bool {
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(cmd)) => {
+                let tx = self.tx.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(_) => tokio::task::block_in_place(move || tx.send(cmd).is_ok()),
+                    Err(_) => tx.send(cmd).is_ok(),
+                }
+            }
+        }
+    }
+
+    /// Sends a command built around a reply channel and waits for the reply.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(make(tx)) {
+            return None;
+        }
+        rx.await.ok()
+    }
+}
+
+/// Settings a project thread needs from the server.
+#[derive(Clone, Debug)]
+pub struct ThreadConfig {
+    pub badevents: Option<PathBuf>,
+    /// Where relative `fsname`s resolve.
+    pub base: PathBuf,
+    /// Seconds between "current publish rate" lines.
+    pub rate_interval: Duration,
+}
+
+/// Starts the thread of a compiled project.
+pub fn spawn(
+    spec: Arc<ProjectSpec>,
+    engine: Engine,
+    cfg: ThreadConfig,
+) -> std::io::Result<ProjectHandle> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let bad = BadEvents::open(cfg.badevents.as_deref())?;
+    let paths = engine
+        .nodes()
+        .iter()
+        .map(|n| format!("{}/{}", spec.name, n.path))
+        .collect();
+    let name = spec.name.clone();
+    let heartbeat = Duration::from_secs(u64::from(spec.heartbeat_interval_secs.max(1)));
+    let mut t = ProjectThread {
+        spec,
+        engine,
+        cfg,
+        running: false,
+        heartbeat,
+        publishers: Vec::new(),
+        sink: ProjectSink {
+            paths,
+            fs: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            bad,
+            capture: None,
+            io_error: None,
+        },
+        client_seq: 0,
+        injected: 0,
+    };
+    std::thread::Builder::new()
+        .name(format!("project-{name}"))
+        .spawn(move || t.run(rx))?;
+    Ok(ProjectHandle { tx })
+}
+
+struct ProjectSink {
+    paths: Vec<String>,
+    fs: BTreeMap<WindowId, Vec<FsSubscriber>>,
+    clients: BTreeMap<WindowId, Vec<mpsc::Sender<SubMsg>>>,
+    bad: BadEvents,
+    /// Refusals of the current injection, for its reply.
+    capture: Option<Vec<String>>,
+    io_error: Option<String>,
+}
+
+impl Sink for ProjectSink {
+    fn output(&mut self, window: WindowId, id: MsgId, events: &[Event]) {
+        if let Some(subs) = self.fs.get_mut(&window) {
+            for s in subs {
+                if let Err(e) = s.write(events) {
+                    if self.io_error.is_none() {
+                        tracing::error!(target: "esp.connectors", "connector {}: write failed: {e}", s.name());
+                        self.io_error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(clients) = self.clients.get_mut(&window) {
+            let msg = SubMsg {
+                id,
+                snapshot: false,
+                events: Arc::new(events.to_vec()),
+            };
+            // A full queue makes the project wait for the client: nothing is dropped.
+            clients.retain(|c| c.blocking_send(msg.clone()).is_ok());
+        }
+    }
+
+    fn bad_event(&mut self, window: WindowId, event: &Event, reason: &str) {
+        let path = &self.paths[window.0 as usize];
+        tracing::warn!(target: "esp.windows", "window {path}: bad event refused: {reason}");
+        self.bad.event(path, event, reason);
+        if let Some(c) = &mut self.capture {
+            let mut text = String::new();
+            sluice_event::csv::write_event(event, None, &mut text);
+            c.push(format!("{path}: {reason}: {text}"));
+        }
+    }
+}
+
+struct PubState {
+    window: WindowId,
+    /// `project/cq/window/connector`.
+    name: String,
+    publisher: FsPublisher,
+    events: u64,
+    bad: u64,
+    rate_mark: (Instant, u64),
+    done: bool,
+}
+
+struct ProjectThread {
+    spec: Arc<ProjectSpec>,
+    engine: Engine,
+    cfg: ThreadConfig,
+    running: bool,
+    heartbeat: Duration,
+    publishers: Vec<PubState>,
+    sink: ProjectSink,
+    client_seq: u64,
+    injected: u64,
+}
+
+/// Blocks of one publisher read between two looks at the command queue.
+const CHUNK: usize = 256;
+
+impl ProjectThread {
+    fn run(&mut self, rx: Receiver<Cmd>) {
+        let mut next_beat = Instant::now() + self.heartbeat;
+        let mut next_rate = Instant::now() + self.cfg.rate_interval;
+        loop {
+            let busy = self.running && self.publishers.iter().any(|p| !p.done);
+            // Commands first: up to a bounded number while publishers are busy.
+            let mut handled = 0;
+            loop {
+                let cmd = if busy || handled > 0 {
+                    match rx.try_recv() {
+                        Ok(c) => c,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return self.finish(),
+                    }
+                } else {
+                    let wait = next_beat.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(c) => c,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return self.finish(),
+                    }
+                };
+                if !self.handle(cmd) {
+                    return self.finish();
+                }
+                handled += 1;
+                if busy && handled >= 64 {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_beat {
+                next_beat = now + self.heartbeat;
+                if self.running {
+                    self.engine
+                        .advance_time(sluice_runtime::now_micros(), &mut self.sink);
+                    self.flush_subscribers();
+                }
+            }
+            if now >= next_rate {
+                next_rate = now + self.cfg.rate_interval;
+                self.log_rates(now);
+            }
+            if busy {
+                self.pump();
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stop_connectors();
+        self.sink.bad.flush();
+    }
+
+    /// Handles one command; false to end the thread.
+    fn handle(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::SetRunning(on, reply) => {
+                if !on {
+                    self.stop_connectors();
+                }
+                self.running = on;
+                let _ = reply.send(());
+            }
+            Cmd::StartConnectors(reply) => {
+                let r = self.start_connectors();
+                let _ = reply.send(r);
+            }
+            Cmd::Inject {
+                window,
+                blocks,
+                reply,
+            } => {
+                let mut outcome = InjectOutcome::default();
+                if !self.running {
+                    let why = format!("project '{}' is stopped: events refused", self.spec.name);
+                    tracing::warn!(target: "esp.windows", "{why}");
+                    outcome.refused.push(why);
+                    if let Some(r) = reply {
+                        let _ = r.send(outcome);
+                    }
+                    return true;
+                }
+                if reply.is_some() {
+                    self.sink.capture = Some(Vec::new());
+                }
+                for mut b in blocks {
+                    self.client_seq += 1;
+                    if b.id == MsgId(0) {
+                        b.id = MsgId(self.client_seq);
+                    }
+                    outcome.events += b.events.len() as u64;
+                    self.injected += b.events.len() as u64;
+                    if let Err(e) =
+                        self.engine
+                            .inject(window, b, sluice_runtime::now_micros(), &mut self.sink)
+                    {
+                        outcome.refused.push(e.to_string());
+                    }
+                }
+                self.flush_subscribers();
+                if let Some(r) = reply {
+                    outcome
+                        .refused
+                        .extend(self.sink.capture.take().unwrap_or_default());
+                    let _ = r.send(outcome);
+                }
+            }
+            Cmd::BadLine {
+                connector,
+                line,
+                text,
+                reason,
+            } => self.sink.bad.line(&connector, line, &text, &reason),
+            Cmd::Rows { window, reply } => {
+                let rows = self
+                    .engine
+                    .rows_sorted(window)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                let _ = reply.send(rows);
+            }
+            Cmd::Counts(reply) => {
+                let counts = (0..self.engine.nodes().len())
+                    .map(|i| self.engine.row_count(WindowId(i as u32)))
+                    .collect();
+                let _ = reply.send(counts);
+            }
+            Cmd::Subscribe {
+                window,
+                snapshot,
+                tx,
+                reply,
+            } => {
+                self.engine.observe(window, true);
+                if snapshot {
+                    let events: Vec<Event> = self
+                        .engine
+                        .rows_sorted(window)
+                        .into_iter()
+                        .map(|r| Event::insert(r.clone()))
+                        .collect();
+                    let msg = SubMsg {
+                        id: MsgId(0),
+                        snapshot: true,
+                        events: Arc::new(events),
+                    };
+                    if tx.blocking_send(msg).is_err() {
+                        let _ = reply.send(());
+                        return true;
+                    }
+                }
+                self.sink.clients.entry(window).or_default().push(tx);
+                let _ = reply.send(());
+            }
+            Cmd::Sync(reply) => {
+                let _ = reply.send(self.injected);
+            }
+            Cmd::Shutdown => return false,
+        }
+        true
+    }
+
+    fn connectors(&self) -> Vec<(String, String, ConnectorSpec)> {
+        let mut out = Vec::new();
+        for cq in &self.spec.contqueries {
+            for w in &cq.windows {
+                for c in &w.connectors {
+                    if c.active {
+                        out.push((cq.name.clone(), w.name.clone(), c.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn start_connectors(&mut self) -> Result<String, ApiError> {
+        let project = self.spec.name.clone();
+        let all = self.connectors();
+        let unsupported: Vec<String> = all
+            .iter()
+            .filter(|(_, _, c)| c.class != "fs")
+            .map(|(cq, w, c)| {
+                format!(
+                    "connector {cq}/{w}/{} has class '{}', which this server cannot run yet (supported: fs)",
+                    c.name, c.class
+                )
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(ApiError::bad(format!(
+                "cannot start the connectors of project '{project}': {} connector(s) of an unsupported class",
+                unsupported.len()
+            ))
+            .with_details(unsupported));
+        }
+        let mut pubs = Vec::new();
+        let mut subs: Vec<(WindowId, FsSubscriber, bool)> = Vec::new();
+        let mut errors = Vec::new();
+        for (cq, w, c) in publisher_order(&self.spec, all) {
+            let id = self.engine.window(&cq, &w).expect("compiled window");
+            let node = self.engine.node(id);
+            let full = format!("{project}/{cq}/{w}/{}", c.name);
+            match c.direction {
+                ConnectorDirection::Publish => {
+                    let autogen = match &node.imp {
+                        sluice_engine::window::WindowImpl::Source(s) => {
+                            s.autogen.as_ref().map(|a| a.field)
+                        }
+                        _ => None,
+                    };
+                    match FsPublisher::open(&c, &node.schema, autogen, &self.cfg.base) {
+                        Ok(p) => pubs.push(PubState {
+                            window: id,
+                            name: full,
+                            publisher: p,
+                            events: 0,
+                            bad: 0,
+                            rate_mark: (Instant::now(), 0),
+                            done: false,
+                        }),
+                        Err(e) => errors.push(format!("{full}: {e}")),
+                    }
+                }
+                ConnectorDirection::Subscribe => {
+                    match FsSubscriber::open(&c, &node.schema, &self.cfg.base) {
+                        Ok(s) => {
+                            let snap = s.snapshot;
+                            subs.push((id, s, snap));
+                        }
+                        Err(e) => errors.push(format!("{full}: {e}")),
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::bad(format!(
+                "cannot start the connectors of project '{project}'"
+            ))
+            .with_details(errors));
+        }
+        let n = pubs.len() + subs.len();
+        for (id, mut s, snap) in subs {
+            if snap {
+                let events: Vec<Event> = self
+                    .engine
+                    .rows_sorted(id)
+                    .into_iter()
+                    .map(|r| Event::insert(r.clone()))
+                    .collect();
+                if let Err(e) = s.write(&events) {
+                    tracing::error!(target: "esp.connectors", "connector {}: write failed: {e}", s.name());
+                }
+            }
+            tracing::info!(target: "esp.connectors", "project {project}: subscriber connector '{}' on window {}: state running", s.name(), self.engine.node(id).path);
+            self.engine.observe(id, true);
+            self.sink.fs.entry(id).or_default().push(s);
+        }
+        for p in &pubs {
+            tracing::info!(target: "esp.connectors", "connector {}: publisher reading {}: state running", p.name, p.publisher.path().display());
+        }
+        self.publishers = pubs;
+        Ok(format!("{n} connector(s) started"))
+    }
+
+    fn stop_connectors(&mut self) {
+        for p in self.publishers.drain(..) {
+            if !p.done {
+                tracing::info!(target: "esp.connectors", "connector {}: state stopped after {} event(s)", p.name, p.events);
+            }
+        }
+        for (_, subs) in std::mem::take(&mut self.sink.fs) {
+            for mut s in subs {
+                let _ = s.flush();
+                tracing::info!(target: "esp.connectors", "project {}: subscriber connector '{}': state stopped", self.spec.name, s.name());
+            }
+        }
+    }
+
+    fn flush_subscribers(&mut self) {
+        for subs in self.sink.fs.values_mut() {
+            for s in subs {
+                let _ = s.flush();
+            }
+        }
+        self.sink.bad.flush();
+    }
+
+    /// Reads up to [`CHUNK`] blocks from the first publisher not done.
+    fn pump(&mut self) {
+        let Some(i) = self.publishers.iter().position(|p| !p.done) else {
+            return;
+        };
+        for _ in 0..CHUNK {
+            let p = &mut self.publishers[i];
+            let batch = match p.publisher.next_batch() {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    p.done = true;
+                    tracing::info!(target: "esp.connectors", "connector {}: state finished: {} event(s) read, {} bad line(s)", p.name, p.events, p.bad);
+                    break;
+                }
+                Err(e) => {
+                    p.done = true;
+                    tracing::error!(target: "esp.connectors", "connector {}: state failed: reading {}: {e}", p.name, p.publisher.path().display());
+                    break;
+                }
+            };
+            for b in &batch.bad {
+                p.bad += 1;
+                self.sink.bad.line(&p.name, b.line, &b.text, &b.reason);
+            }
+            if batch.block.events.is_empty() {
+                continue;
+            }
+            p.events += batch.block.events.len() as u64;
+            self.injected += batch.block.events.len() as u64;
+            let window = p.window;
+            let _ = self.engine.inject(
+                window,
+                batch.block,
+                sluice_runtime::now_micros(),
+                &mut self.sink,
+            );
+        }
+        self.flush_subscribers();
+    }
+
+    fn log_rates(&mut self, now: Instant) {
+        for p in &mut self.publishers {
+            if p.done {
+                continue;
+            }
+            let (t0, e0) = p.rate_mark;
+            let secs = now.duration_since(t0).as_secs_f64().max(1e-3);
+            let rate = ((p.events - e0) as f64 / secs).round() as u64;
+            tracing::info!(target: "esp.connectors", "connector {}: current publish rate: {rate} events/sec", p.name);
+            p.rate_mark = (now, p.events);
+        }
+    }
+}
+
+/// Connectors in start order: publishers of the `project-connectors` groups first (groups in
+/// edge order), the rest in document order; subscribers keep document order.
+fn publisher_order(
+    spec: &ProjectSpec,
+    all: Vec<(String, String, ConnectorSpec)>,
+) -> Vec<(String, String, ConnectorSpec)> {
+    if spec.connector_groups.is_empty() {
+        return all;
+    }
+    let names: Vec<&str> = spec
+        .connector_groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    let mut indeg = vec![0usize; names.len()];
+    for (_, t) in &spec.connector_group_edges {
+        if let Some(i) = names.iter().position(|n| n == t) {
+            indeg[i] += 1;
+        }
+    }
+    let mut done = vec![false; names.len()];
+    let mut order = Vec::new();
+    while order.len() < names.len() {
+        let Some(i) = (0..names.len()).find(|&i| !done[i] && indeg[i] == 0) else {
+            order.extend((0..names.len()).filter(|&i| !done[i]));
+            break;
+        };
+        done[i] = true;
+        order.push(i);
+        for (s, t) in &spec.connector_group_edges {
+            if s == names[i] {
+                if let Some(j) = names.iter().position(|n| n == t) {
+                    indeg[j] = indeg[j].saturating_sub(1);
+                }
+            }
+        }
+    }
+    let mut all = all;
+    let mut out = Vec::new();
+    for gi in order {
+        for (entry, _) in &spec.connector_groups[gi].entries {
+            let parts: Vec<&str> = entry.split('/').collect();
+            if let [cq, w, c] = parts[..] {
+                if let Some(pos) = all
+                    .iter()
+                    .position(|(a, b, s)| a == cq && b == w && s.name == c)
+                {
+                    out.push(all.remove(pos));
+                }
+            }
+        }
+    }
+    out.extend(all);
+    out
+}

@@ -1,0 +1,244 @@
+//! The `--pubsub` port: a line-oriented text protocol over TCP (docs/formats/pubsub-protocol.md).
+//!
+//! ```text
+//! client: publish p/cq/w [blocksize=N] [dateformat=ENC]      client: subscribe p/cq/w [snapshot] [dateformat=ENC]
+//! server: ok ID*:int64,symbol:string,...                     server: ok ID*:int64,symbol:string,...
+//! client: i,n,1,IBM,...            (CSV event lines)         server: snapshot 2 / I,N,... lines
+//! client: sync                                               server: block 7 1 / U,N,... lines
+//! server: synced 1
+//! server: bad 3 field 'price' (double): cannot read 'x'
+//! ```
+//!
+//! `ENC` is percent-encoded (`%25Y-%25m-%25d%20%25H:%25M:%25S`). A first line the server cannot
+//! use is answered with `error <reason>` and the connection closes.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::api::{self, Query};
+use crate::events::{self, EventFormat};
+use crate::project::{Cmd, SubMsg, SUB_QUEUE};
+use crate::AppState;
+
+/// Accepts connections until the server stops.
+pub async fn serve(listener: TcpListener, st: Arc<AppState>) {
+    let mut stop = st.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, peer)) => {
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        tracing::debug!(target: "esp.pubsub", "pubsub connection from {peer}");
+                        if let Err(e) = handle(s, st).await {
+                            tracing::debug!(target: "esp.pubsub", "pubsub connection from {peer}: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(target: "esp.pubsub", "accept failed: {e}"),
+            },
+            _ = stop.wait_for(|v| *v) => break,
+        }
+    }
+}
+
+/// Reads one line of at most 1 MiB; None at the end of the stream.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut String,
+) -> std::io::Result<Option<()>> {
+    buf.clear();
+    let n = (&mut *r).take(1 << 20).read_line(buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    while buf.ends_with('\n') || buf.ends_with('\r') {
+        buf.pop();
+    }
+    Ok(Some(()))
+}
+
+async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    if read_line(&mut r, &mut line).await?.is_none() {
+        return Ok(());
+    }
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("").to_string();
+    let path = words.next().unwrap_or("").to_string();
+    let mut q: Query = Vec::new();
+    let mut snapshot = false;
+    for wd in words {
+        match wd.split_once('=') {
+            Some((k, v)) => q.push((
+                k.to_string(),
+                api::parse_query(&format!("x={v}"))[0].1.clone(),
+            )),
+            None if wd == "snapshot" => snapshot = true,
+            None if wd == "csv" => {}
+            None => {
+                w.write_all(format!("error unknown option '{wd}'\n").as_bytes())
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+    if verb != "publish" && verb != "subscribe" {
+        w.write_all(b"error the first line must be 'publish PROJECT/CQ/WINDOW' or 'subscribe PROJECT/CQ/WINDOW'\n")
+            .await?;
+        return Ok(());
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let setup = (|| {
+        let [p, cq, win] = segs[..] else {
+            return Err(crate::reply::ApiError::bad(format!(
+                "'{path}' is not a window path: use PROJECT/CONTQUERY/WINDOW"
+            )));
+        };
+        let t = api::target(&st, p, cq, win)?;
+        if t.view.handle.is_none() {
+            return Err(crate::reply::ApiError::conflict(format!(
+                "project '{p}' cannot run"
+            )));
+        }
+        if verb == "publish" && !t.info.source {
+            return Err(crate::reply::ApiError::bad(format!(
+                "window '{}' is a {}, not a source window: publish into a source window",
+                t.path, t.info.element
+            )));
+        }
+        if verb == "publish" && !t.view.running {
+            return Err(crate::reply::ApiError::conflict(format!(
+                "project '{p}' is stopped: start it before publishing"
+            )));
+        }
+        let opts = api::parse_options(&q)?;
+        Ok((t, opts))
+    })();
+    let (t, opts) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            w.write_all(format!("error {}\n", e.message).as_bytes())
+                .await?;
+            return Ok(());
+        }
+    };
+    let handle = t.view.handle.clone().expect("checked");
+    w.write_all(format!("ok {}\n", t.info.schema).as_bytes())
+        .await?;
+    if verb == "publish" {
+        tracing::info!(target: "esp.pubsub", "pubsub publisher connected to {}", t.path);
+        let name = format!("{}/pubsub-publisher", t.path);
+        let mut n = 0u64;
+        let mut published = 0u64;
+        let mut pending: Vec<sluice_event::Event> = Vec::new();
+        let bs = opts.blocksize.max(1);
+        let window = t.info.id;
+        let flush = |pending: &mut Vec<sluice_event::Event>| -> u64 {
+            if pending.is_empty() {
+                return 0;
+            }
+            let events = std::mem::take(pending);
+            let k = events.len() as u64;
+            let block = sluice_event::EventBlock::new(sluice_event::MsgId(0), events);
+            handle.send(Cmd::Inject {
+                window,
+                blocks: vec![block],
+                reply: None,
+            });
+            k
+        };
+        while read_line(&mut r, &mut line).await?.is_some() {
+            n += 1;
+            let l = line.trim();
+            if l.is_empty() {
+                continue;
+            }
+            if l == "sync" || l == "quit" {
+                published += flush(&mut pending);
+                if l == "quit" {
+                    break;
+                }
+                if handle.ask(Cmd::Sync).await.is_none() {
+                    break;
+                }
+                w.write_all(format!("synced {published}\n").as_bytes())
+                    .await?;
+                continue;
+            }
+            match events::parse_body(&line, EventFormat::Csv, &t.info.schema, &opts) {
+                Ok(blocks) => {
+                    pending.extend(blocks.into_iter().flat_map(|b| b.events));
+                    if pending.len() >= bs {
+                        published += flush(&mut pending);
+                    }
+                }
+                Err(errs) => {
+                    let reason = errs.join("; ");
+                    let reason = reason.strip_prefix("line 1: ").unwrap_or(&reason);
+                    let reason = reason
+                        .strip_suffix(line.as_str())
+                        .and_then(|r| r.strip_suffix(": "))
+                        .unwrap_or(reason)
+                        .to_string();
+                    handle.send(Cmd::BadLine {
+                        connector: name.clone(),
+                        line: n,
+                        text: line.clone(),
+                        reason: reason.clone(),
+                    });
+                    w.write_all(format!("bad {n} {reason}\n").as_bytes())
+                        .await?;
+                }
+            }
+        }
+        published += flush(&mut pending);
+        tracing::info!(target: "esp.pubsub", "pubsub publisher of {} disconnected after {published} event(s)", t.path);
+        return Ok(());
+    }
+    // subscribe
+    tracing::info!(target: "esp.pubsub", "pubsub subscriber connected to {}", t.path);
+    let (tx, mut rx) = mpsc::channel::<SubMsg>(SUB_QUEUE);
+    let window = t.info.id;
+    if handle
+        .ask(|reply| Cmd::Subscribe {
+            window,
+            snapshot,
+            tx,
+            reply,
+        })
+        .await
+        .is_none()
+    {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => {
+                    let body = events::format_block(EventFormat::Csv, &t.path, m.id, m.snapshot, &t.info.schema, &m.events, opts.dateformat.as_ref());
+                    let head = if m.snapshot {
+                        format!("snapshot {}\n", m.events.len())
+                    } else {
+                        format!("block {} {}\n", m.id, m.events.len())
+                    };
+                    w.write_all(head.as_bytes()).await?;
+                    w.write_all(body.as_bytes()).await?;
+                }
+                None => break,
+            },
+            r = read_line(&mut r, &mut line) => match r {
+                Ok(Some(())) if line.trim() == "quit" => break,
+                Ok(Some(())) => {}
+                _ => break,
+            },
+        }
+    }
+    tracing::info!(target: "esp.pubsub", "pubsub subscriber of {} disconnected", t.path);
+    Ok(())
+}
