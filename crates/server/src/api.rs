@@ -408,13 +408,6 @@ pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiEr
     }
 }
 
-fn not_yet(what: &str) -> ApiError {
-    ApiError::new(
-        422,
-        format!("{what} is not yet supported by this server: snapshots arrive with the persist/restore feature"),
-    )
-}
-
 async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> {
     match value_param(q, "stopped, reloaded, persisted")? {
         "stopped" => {
@@ -434,8 +427,16 @@ async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> 
             )))
         }
         "persisted" => {
-            confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
-            Err(not_yet("persisting the server"))
+            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let names = st.registry.names();
+            for n in &names {
+                st.registry.persist(n, dir.join(n)).await?;
+            }
+            Ok(Reply::Message(format!(
+                "server successfully saved to {} ({} project(s), one snapshot directory each)",
+                dir.display(),
+                names.len()
+            )))
         }
         other => Err(ApiError::bad(format!(
             "unknown server state '{other}' (use stopped, reloaded or persisted)"
@@ -592,24 +593,14 @@ async fn project_state(st: &AppState, name: &str, q: &Query) -> Result<Reply, Ap
         "stopped" => r.stop(name).await?,
         "connectorsStarted" => r.start_connectors(name).await?,
         "persisted" => {
-            let v = r.get(name)?;
-            if v.running {
-                return Err(ApiError::conflict(format!(
-                    "project '{name}' is running: stop it first (value=stopped), persist it, then start it again"
-                )));
-            }
-            confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
-            return Err(not_yet("persisting a project"));
+            r.get(name)?;
+            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            r.persist(name, dir).await?
         }
         "restored" => {
-            let v = r.get(name)?;
-            if v.running {
-                return Err(ApiError::conflict(format!(
-                    "project '{name}' is running: stop it first (value=stopped), then restore it"
-                )));
-            }
-            confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
-            return Err(not_yet("restoring a project"));
+            r.get(name)?;
+            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            r.restore(name, dir).await?
         }
         "modified" => {
             return Err(ApiError::bad(format!(

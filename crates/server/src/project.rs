@@ -124,6 +124,17 @@ pub enum Cmd {
     },
     /// Answers once every earlier command is done, with the events injected so far.
     Sync(oneshot::Sender<u64>),
+    /// Takes a consistent snapshot between blocks and writes it to the directory (off the
+    /// processing thread); answers when it is committed.
+    Persist {
+        dir: PathBuf,
+        reply: oneshot::Sender<Result<String, ApiError>>,
+    },
+    /// Verifies and restores a snapshot (the project must not be running).
+    Restore {
+        dir: PathBuf,
+        reply: oneshot::Sender<Result<String, ApiError>>,
+    },
     /// Ends the thread.
     Shutdown,
 }
@@ -208,6 +219,8 @@ pub fn spawn(
         },
         client_seq: 0,
         injected: 0,
+        resume: BTreeMap::new(),
+        persist_lock: Arc::new(std::sync::Mutex::new(())),
     };
     std::thread::Builder::new()
         .name(format!("project-{name}"))
@@ -281,6 +294,11 @@ struct ProjectThread {
     sink: ProjectSink,
     client_seq: u64,
     injected: u64,
+    /// Input positions of publishers not running now (stopped, or from a restored snapshot),
+    /// by `project/cq/window/connector`: they resume there when connectors start.
+    resume: BTreeMap<String, u64>,
+    /// Serialises snapshot writes of this project.
+    persist_lock: Arc<std::sync::Mutex<()>>,
 }
 
 /// Blocks of one publisher read between two looks at the command queue.
@@ -446,9 +464,111 @@ impl ProjectThread {
             Cmd::Sync(reply) => {
                 let _ = reply.send(self.injected);
             }
+            Cmd::Persist { dir, reply } => self.persist(dir, reply),
+            Cmd::Restore { dir, reply } => {
+                let _ = reply.send(self.restore(&dir));
+            }
             Cmd::Shutdown => return false,
         }
         true
+    }
+
+    /// The input position of every publish connector, running or not.
+    fn positions(&self) -> Vec<sluice_persist::Position> {
+        let mut at: BTreeMap<String, u64> = self.resume.clone();
+        for p in &self.publishers {
+            at.insert(p.name.clone(), p.publisher.position());
+        }
+        at.into_iter()
+            .map(|(connector, line)| sluice_persist::Position::Fs { connector, line })
+            .collect()
+    }
+
+    /// Encodes the state here (the pause), writes it on another thread.
+    fn persist(&mut self, dir: PathBuf, reply: oneshot::Sender<Result<String, ApiError>>) {
+        let t0 = Instant::now();
+        let name = self.spec.name.clone();
+        let snap = sluice_persist::Snapshot {
+            project: name.clone(),
+            fingerprint: self.engine.fingerprint(),
+            state: sluice_persist::ProjectState {
+                project: name.clone(),
+                publishers: self.positions(),
+                subscribers: Vec::new(),
+            },
+            windows: self.engine.snapshot_windows(),
+        };
+        let pause = t0.elapsed();
+        let lock = self.persist_lock.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("persist-{name}"))
+            .spawn(move || {
+                let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let t1 = Instant::now();
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let r = sluice_persist::write_snapshot(&dir, &snap, ms);
+                let shown = dir.display().to_string();
+                let out = match r {
+                    Ok(bytes) => {
+                        tracing::info!(target: "esp.server", "project {name} persisted to {shown}: {} window file(s), {bytes} bytes, processing paused {} us, written in {} ms", snap.windows.len(), pause.as_micros(), t1.elapsed().as_millis());
+                        Ok(format!("project {name} successfully saved to {shown}"))
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "esp.server", "project {name}: persist to {shown} failed: {e}");
+                        Err(ApiError::new(500, format!("persisting project '{name}' to '{shown}' failed: {e}")))
+                    }
+                };
+                let _ = reply.send(out);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(target: "esp.server", "project {}: cannot start the persist thread: {e}", self.spec.name);
+        }
+    }
+
+    /// Verifies the snapshot whole, then replaces the state; nothing changes on error.
+    fn restore(&mut self, dir: &std::path::Path) -> Result<String, ApiError> {
+        let name = self.spec.name.clone();
+        let shown = dir.display().to_string();
+        if self.running {
+            return Err(ApiError::conflict(format!(
+                "project '{name}' is running: stop it first (value=stopped), then restore it"
+            )));
+        }
+        let refused = |why: String| {
+            tracing::error!(target: "esp.server", "project {name}: restore from {shown} refused: {why}");
+            ApiError::new(
+                422,
+                format!("snapshot '{shown}' cannot be restored into project '{name}': {why}"),
+            )
+        };
+        let snap = sluice_persist::read_snapshot(dir, &name, self.engine.fingerprint())
+            .map_err(|e| refused(e.to_string()))?;
+        let mut resume = BTreeMap::new();
+        for p in &snap.state.publishers {
+            match p {
+                sluice_persist::Position::Fs { connector, line } => {
+                    resume.insert(connector.clone(), *line);
+                }
+                other => {
+                    return Err(refused(format!(
+                        "input position {other:?} is of a connector kind this server cannot resume"
+                    )))
+                }
+            }
+        }
+        self.engine
+            .restore_windows(&snap.windows)
+            .map_err(|e| refused(e.to_string()))?;
+        self.resume = resume;
+        let rows: usize = (0..self.engine.nodes().len())
+            .map(|i| self.engine.row_count(WindowId(i as u32)))
+            .sum();
+        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s)", snap.windows.len(), self.resume.len());
+        Ok(format!(
+            "project '{name}' successfully restored from '{shown}'"
+        ))
     }
 
     fn connectors(&self) -> Vec<(String, String, ConnectorSpec)> {
@@ -500,7 +620,19 @@ impl ProjectThread {
                         }
                         _ => None,
                     };
-                    match FsPublisher::open(&c, &node.schema, autogen, &self.cfg.base) {
+                    let opened = FsPublisher::open(&c, &node.schema, autogen, &self.cfg.base)
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut p| match self.resume.get(&full) {
+                            Some(&at) => p
+                                .skip_to(at)
+                                .map(|_| {
+                                    tracing::info!(target: "esp.connectors", "connector {full}: resuming at input position {at}");
+                                    p
+                                })
+                                .map_err(|e| format!("cannot resume at input position {at}: {e}")),
+                            None => Ok(p),
+                        });
+                    match opened {
                         Ok(p) => pubs.push(PubState {
                             window: id,
                             name: full,
@@ -556,6 +688,8 @@ impl ProjectThread {
 
     fn stop_connectors(&mut self) {
         for p in self.publishers.drain(..) {
+            // Started again later, it resumes here rather than from the start of its input.
+            self.resume.insert(p.name.clone(), p.publisher.position());
             if !p.done {
                 tracing::info!(target: "esp.connectors", "connector {}: state stopped after {} event(s)", p.name, p.events);
             }

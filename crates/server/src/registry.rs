@@ -198,6 +198,21 @@ impl Registry {
             tracing::info!(target: "esp.server", "project {name}: previous version deleted (overwrite=true)");
         }
         tracing::info!(target: "esp.server", "project {name} loaded");
+        let restore_dir = self.map().get(&name).and_then(|p| p.spec.restore.clone());
+        if let Some(dir) = restore_dir {
+            if let Err(e) = self
+                .restore_locked(&name, std::path::PathBuf::from(&dir))
+                .await
+            {
+                // A project whose restore="DIR" cannot be honoured is not kept half-loaded.
+                if let Some(p) = self.map().remove(&name) {
+                    if let Some(h) = p.handle {
+                        h.send(Cmd::Shutdown);
+                    }
+                }
+                return Err(e);
+            }
+        }
         if opts.start {
             self.start_locked(&name).await?;
             if opts.connectors {
@@ -301,6 +316,46 @@ impl Registry {
         }
         tracing::info!(target: "esp.server", "project {name}: connectors started");
         Ok(format!("connectors started for project '{name}'"))
+    }
+
+    /// `value=persisted`: a consistent snapshot, running or not.
+    pub async fn persist(&self, name: &str, dir: std::path::PathBuf) -> Result<String, ApiError> {
+        let v = self.get(name)?;
+        let h = v.handle.ok_or_else(|| {
+            ApiError::conflict(format!(
+                "project '{name}' did not compile, so it has no state to persist: fix the model and load it again"
+            ))
+        })?;
+        h.ask(|reply| Cmd::Persist { dir, reply })
+            .await
+            .ok_or_else(|| gone(name))?
+    }
+
+    /// `value=restored`: into a loaded project that is not running.
+    pub async fn restore(&self, name: &str, dir: std::path::PathBuf) -> Result<String, ApiError> {
+        let _admin = self.admin.lock().await;
+        self.restore_locked(name, dir).await
+    }
+
+    async fn restore_locked(
+        &self,
+        name: &str,
+        dir: std::path::PathBuf,
+    ) -> Result<String, ApiError> {
+        let v = self.get(name)?;
+        if v.running {
+            return Err(ApiError::conflict(format!(
+                "project '{name}' is running: stop it first (value=stopped), then restore it"
+            )));
+        }
+        let h = v.handle.ok_or_else(|| {
+            ApiError::conflict(format!(
+                "project '{name}' did not compile: fix the model and load it again before restoring"
+            ))
+        })?;
+        h.ask(|reply| Cmd::Restore { dir, reply })
+            .await
+            .ok_or_else(|| gone(name))?
     }
 
     /// Stops and deletes every project (server shutdown, `reloaded`).

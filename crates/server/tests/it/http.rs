@@ -94,19 +94,20 @@ fn life_cycle_replies_and_illegal_transitions() {
     let (s, b) = t.put(&format!("projects/{p}/state?value=stopped"), "");
     assert_eq!(s, 409);
     assert!(err_msg(&b).contains("already stopped"), "{b}");
-    // Restore and persist: paths checked, then not yet supported.
+    // Restore: paths checked; a directory that is not a snapshot is refused.
     let (s, b) = t.put(
         &format!("projects/{p}/state?value=restored&path=a/../../etc"),
         "",
     );
     assert_eq!(s, 400);
     assert!(err_msg(&b).contains("'..'"), "{b}");
+    let snap = t.dir.join("snap");
     let (s, b) = t.put(
-        &format!("projects/{p}/state?value=restored&path=/tmp/snap"),
+        &format!("projects/{p}/state?value=restored&path={}", snap.display()),
         "",
     );
     assert_eq!(s, 422);
-    assert!(err_msg(&b).contains("not yet supported"), "{b}");
+    assert!(err_msg(&b).contains("has no MANIFEST"), "{b}");
     // Start, then the connectors.
     let (s, b) = t.put(&format!("projects/{p}/state?value=running"), "");
     assert_eq!(
@@ -117,16 +118,26 @@ fn life_cycle_replies_and_illegal_transitions() {
     assert_eq!(s, 409);
     assert!(err_msg(&b).contains("already running"), "{b}");
     let (s, b) = t.put(
-        &format!("projects/{p}/state?value=restored&path=/tmp/snap"),
+        &format!("projects/{p}/state?value=restored&path={}", snap.display()),
         "",
     );
     assert_eq!(s, 409);
     assert!(err_msg(&b).contains("is running: stop it first"), "{b}");
+    // Persisting a running project is allowed: a consistent cut between blocks.
     let (s, b) = t.put(
-        &format!("projects/{p}/state?value=persisted&path=/tmp/snap"),
+        &format!("projects/{p}/state?value=persisted&path={}", snap.display()),
         "",
     );
-    assert_eq!(s, 409, "{b}");
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            msg(&format!(
+                "project dstatkafka successfully saved to {}",
+                snap.display()
+            ))
+        )
+    );
     let (s, b) = t.put(&format!("projects/{p}/state?value=connectorsStarted"), "");
     assert_eq!(
         (s, b),
@@ -555,8 +566,8 @@ fn persist_paths_are_confined_to_the_root() {
     assert_eq!(s, 403);
     assert!(err_msg(&b).contains("outside the persist root"), "{b}");
     let (s, b) = t.put("projects/p/state?value=persisted&path=snap1", "");
-    assert_eq!(s, 422);
-    assert!(err_msg(&b).contains("not yet supported"), "{b}");
+    assert_eq!(s, 200, "{b}");
+    assert!(root.join("snap1/MANIFEST").is_file());
     let (s, b) = t.put("server/state?value=persisted&path=../x", "");
     assert_eq!(s, 400);
     assert!(err_msg(&b).contains("'..'"), "{b}");

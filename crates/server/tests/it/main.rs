@@ -1,6 +1,7 @@
 //! HTTP, WebSocket and pubsub tests against an in-process server on loopback port 0.
 
 mod http;
+mod persist;
 mod pubsub;
 mod ws;
 
