@@ -10,7 +10,7 @@ use sluice_model::{
     WindowKind, WindowSpec,
 };
 
-use crate::state::{FxIndexMap, KeyedStore, Retention};
+use crate::state::{KeyedStore, Retention};
 use crate::window::aggregate::{AggField, AggFn, AggregateWindow, Arg};
 use crate::window::join::{JoinWindow, KeyMode, KeySrc, OutSrc};
 use crate::window::{
@@ -935,11 +935,11 @@ fn build_join(
         has_exprs,
         program: p,
         globals: g,
-        left: FxIndexMap::default(),
-        right: FxIndexMap::default(),
+        left: Default::default(),
+        right: Default::default(),
         left_by_jk: Default::default(),
         right_by_jk: Default::default(),
-        out: FxIndexMap::default(),
+        out: Default::default(),
     }));
     Some((schema, imp, false))
 }

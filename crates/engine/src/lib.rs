@@ -15,6 +15,7 @@
 //! reach output. Same input blocks and times, same output, byte for byte.
 
 mod compile;
+pub mod cow;
 pub mod snapshot;
 pub mod state;
 pub mod window;
@@ -84,6 +85,22 @@ pub enum RestoreError {
     Missing(String),
     #[error("the snapshot has state for window '{0}', which the project does not have")]
     Unknown(String),
+}
+
+/// Every window's state frozen at a cut (see [`Engine::freeze`]). `Send`: encode it elsewhere.
+#[derive(Clone, Debug)]
+pub struct FrozenEngine {
+    windows: Vec<(String, snapshot::Frozen)>,
+}
+
+impl FrozenEngine {
+    /// The window files, keyed by `cq/window`.
+    pub fn encode(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.windows
+            .iter()
+            .map(|(p, f)| (p.clone(), f.encode()))
+            .collect()
+    }
 }
 
 /// An edge out of a window.
@@ -300,17 +317,26 @@ impl Engine {
         events
     }
 
+    /// Every window's state at this cut between blocks, without copying it: maps are shared
+    /// copy-on-write (`cow`), so this costs O(shards), not O(state). Encode the result with
+    /// [`FrozenEngine::encode`], on any thread, while the engine goes on.
+    pub fn freeze(&self) -> FrozenEngine {
+        FrozenEngine {
+            windows: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let splitter = n.splitter.as_ref().map(|s| &s.globals);
+                    (n.path.clone(), snapshot::freeze(&n.imp, splitter))
+                })
+                .collect(),
+        }
+    }
+
     /// The state of every window, encoded (docs/formats/snapshot.md), keyed by `cq/window`.
     /// Taken between blocks, so it is a consistent cut.
     pub fn snapshot_windows(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                let bytes =
-                    snapshot::encode_window(&n.imp, n.splitter.as_ref().map(|s| &s.globals));
-                (n.path.clone(), bytes)
-            })
-            .collect()
+        self.freeze().encode()
     }
 
     /// Replaces every window's state with the decoded `files` (keyed by `cq/window`). All or

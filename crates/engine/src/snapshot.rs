@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use sluice_event::{Key, Row, Value};
 use sluice_expr::Globals;
 
+use crate::cow::CowMap;
 use crate::state::{Entry, FxIndexMap, KeyedStore};
 use crate::window::aggregate::{Acc, AggregateWindow, Group};
 use crate::window::join::{JoinWindow, KeySet};
@@ -125,25 +126,35 @@ impl Enc {
             self.value(v);
         }
     }
-    fn store(&mut self, s: &KeyedStore) {
-        self.u64(s.rows.len() as u64);
-        for (k, e) in &s.rows {
+    /// A copy-on-write map: shard count, entry count, then the entries in iteration order.
+    fn cow<V>(&mut self, m: &CowMap<Key, V>, mut each: impl FnMut(&mut Self, &V))
+    where
+        V: Clone,
+    {
+        self.u32(m.shard_count() as u32);
+        self.u64(m.len() as u64);
+        for (k, v) in m.iter() {
             self.values(k);
-            self.values(&e.row);
-            self.u64(e.seq);
-            self.i64(e.time);
+            each(self, v);
         }
+    }
+    fn store(&mut self, s: &FrozenStore) {
+        self.cow(&s.rows, |e, entry| {
+            e.values(&entry.row);
+            e.u64(entry.seq);
+            e.i64(entry.time);
+        });
         match &s.retention {
-            Some(r) => {
+            Some((next_seq, latest, jump_end)) => {
                 self.u8(1);
-                self.u64(r.next_seq);
-                self.opt_i64(r.latest);
-                self.opt_i64(r.jump_end);
+                self.u64(*next_seq);
+                self.opt_i64(*latest);
+                self.opt_i64(*jump_end);
             }
             None => self.u8(0),
         }
     }
-    fn opt_store(&mut self, s: Option<&KeyedStore>) {
+    fn opt_store(&mut self, s: Option<&FrozenStore>) {
         match s {
             Some(s) => {
                 self.u8(1);
@@ -155,25 +166,16 @@ impl Enc {
     fn globals(&mut self, g: &Globals) {
         self.values(&g.values);
     }
-    fn keyed_rows(&mut self, m: &FxIndexMap<Key, Row>) {
-        self.u64(m.len() as u64);
-        for (k, r) in m {
-            self.values(k);
-            self.values(r);
-        }
+    fn keyed_rows(&mut self, m: &CowMap<Key, Row>) {
+        self.cow(m, |e, r| e.values(r));
     }
-    fn jk_index(&mut self, m: &crate::state::FxHashMap<Key, KeySet>) {
-        // Sorted by join key: the bytes do not depend on hash order.
-        let mut entries: Vec<(&Key, &KeySet)> = m.iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        self.u64(entries.len() as u64);
-        for (jk, set) in entries {
-            self.values(jk);
-            self.len(set.len());
+    fn jk_index(&mut self, m: &CowMap<Key, KeySet>) {
+        self.cow(m, |e, set| {
+            e.len(set.len());
             for k in set {
-                self.values(k);
+                e.values(k);
             }
-        }
+        });
     }
     fn acc(&mut self, a: &Acc) {
         match a {
@@ -321,18 +323,38 @@ impl<'a> Dec<'a> {
         let n = self.len(1)?;
         (0..n).map(|_| self.value()).collect()
     }
-    fn store(&mut self, into: &mut KeyedStore) -> DResult<()> {
+    /// A copy-on-write map written by `Enc::cow`.
+    fn cow<V: Clone>(
+        &mut self,
+        min: usize,
+        mut each: impl FnMut(&mut Self) -> DResult<V>,
+    ) -> DResult<CowMap<Key, V>> {
+        let shards = self.u32()? as usize;
+        if shards == 0 || !shards.is_power_of_two() || shards > (1 << 24) {
+            return Err(self.bad(format!("shard count {shards} is not a power of two")));
+        }
         let n = self.u64()?;
-        let n = self.count(n, 24)?;
-        let mut rows = FxIndexMap::default();
-        rows.reserve(n);
+        let n = self.count(n, min)?;
+        if n > shards * crate::cow::SHARD_TARGET {
+            return Err(self.bad(format!("{n} entries cannot be in {shards} shard(s)")));
+        }
+        let mut m = CowMap::with_shards(shards);
         for _ in 0..n {
             let k = self.key()?;
-            let row = self.values()?;
-            let seq = self.u64()?;
-            let time = self.i64()?;
-            rows.insert(k, Entry { row, seq, time });
+            let v = each(self)?;
+            if m.insert(k, v).is_some() {
+                return Err(self.bad("a key appears twice"));
+            }
         }
+        Ok(m)
+    }
+    fn store(&mut self, into: &mut KeyedStore) -> DResult<()> {
+        let rows = self.cow(24, |d| {
+            let row = d.values()?;
+            let seq = d.u64()?;
+            let time = d.i64()?;
+            Ok(Entry { row, seq, time })
+        })?;
         match (self.u8()?, &mut into.retention) {
             (0, None) => {}
             (1, Some(r)) => {
@@ -380,32 +402,18 @@ impl<'a> Dec<'a> {
         into.values = vs;
         Ok(())
     }
-    fn keyed_rows(&mut self) -> DResult<FxIndexMap<Key, Row>> {
-        let n = self.u64()?;
-        let n = self.count(n, 8)?;
-        let mut m = FxIndexMap::default();
-        m.reserve(n);
-        for _ in 0..n {
-            let k = self.key()?;
-            let r = self.values()?;
-            m.insert(k, r);
-        }
-        Ok(m)
+    fn keyed_rows(&mut self) -> DResult<CowMap<Key, Row>> {
+        self.cow(8, |d| d.values())
     }
-    fn jk_index(&mut self) -> DResult<crate::state::FxHashMap<Key, KeySet>> {
-        let n = self.u64()?;
-        let n = self.count(n, 8)?;
-        let mut m = crate::state::FxHashMap::default();
-        for _ in 0..n {
-            let jk = self.key()?;
-            let c = self.len(4)?;
+    fn jk_index(&mut self) -> DResult<CowMap<Key, KeySet>> {
+        self.cow(8, |d| {
+            let c = d.len(4)?;
             let mut set = KeySet::default();
             for _ in 0..c {
-                set.insert(self.key()?);
+                set.insert(d.key()?);
             }
-            m.insert(jk, set);
-        }
-        Ok(m)
+            Ok(set)
+        })
     }
     fn acc(&mut self) -> DResult<Acc> {
         Ok(match self.u8()? {
@@ -454,12 +462,10 @@ impl<'a> Dec<'a> {
     }
 }
 
-fn encode_aggregate(e: &mut Enc, a: &AggregateWindow) {
-    e.u64(a.next_seq);
-    e.globals(&a.globals);
-    e.u64(a.groups.len() as u64);
-    for (k, g) in &a.groups {
-        e.values(k);
+fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, groups: &CowMap<Key, Group>) {
+    e.u64(next_seq);
+    e.globals(globals);
+    e.cow(groups, |e, g| {
         e.values(&g.row);
         e.i64(g.count);
         e.len(g.accs.len());
@@ -472,25 +478,20 @@ fn encode_aggregate(e: &mut Enc, a: &AggregateWindow) {
             e.u64(*seq);
             e.values(vals);
         }
-    }
+    });
 }
 
 fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
     a.next_seq = d.u64()?;
     d.globals(&mut a.globals)?;
-    let n = d.u64()?;
-    let n = d.count(n, 16)?;
-    let mut groups = FxIndexMap::default();
-    groups.reserve(n);
-    for _ in 0..n {
-        let k = d.key()?;
+    let nfields = a.fields.len();
+    a.groups = d.cow(16, |d| {
         let row = d.values()?;
         let count = d.i64()?;
         let na = d.len(1)?;
-        if na != a.fields.len() {
+        if na != nfields {
             return Err(d.bad(format!(
-                "{na} aggregate functions in the snapshot, {} in the window",
-                a.fields.len()
+                "{na} aggregate functions in the snapshot, {nfields} in the window"
             )));
         }
         let accs = (0..na).map(|_| d.acc()).collect::<DResult<Vec<_>>>()?;
@@ -504,22 +505,18 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
             order.insert(seq, mk.clone());
             members.insert(mk, (seq, vals));
         }
-        groups.insert(
-            k,
-            Group {
-                row,
-                count,
-                accs,
-                members,
-                order,
-            },
-        );
-    }
-    a.groups = groups;
+        Ok(Group {
+            row,
+            count,
+            accs,
+            members,
+            order,
+        })
+    })?;
     Ok(())
 }
 
-fn encode_join(e: &mut Enc, j: &JoinWindow) {
+fn encode_join(e: &mut Enc, j: &FrozenJoin) {
     e.keyed_rows(&j.left);
     e.keyed_rows(&j.right);
     e.jk_index(&j.left_by_jk);
@@ -537,34 +534,141 @@ fn decode_join(d: &mut Dec, j: &mut JoinWindow) -> DResult<()> {
     d.globals(&mut j.globals)
 }
 
-/// Encodes a window's state (and its splitter's globals) into `e`.
+/// A keyed store frozen at a cut.
+#[derive(Clone, Debug)]
+pub struct FrozenStore {
+    rows: CowMap<Key, Entry>,
+    /// next sequence, newest event time, end of the jumping window.
+    retention: Option<(u64, Option<i64>, Option<i64>)>,
+}
+
+/// A join frozen at a cut.
+#[derive(Clone, Debug)]
+pub struct FrozenJoin {
+    left: CowMap<Key, Row>,
+    right: CowMap<Key, Row>,
+    left_by_jk: CowMap<Key, KeySet>,
+    right_by_jk: CowMap<Key, KeySet>,
+    out: CowMap<Key, Row>,
+    globals: Globals,
+}
+
+#[derive(Clone, Debug)]
+enum FrozenKind {
+    Source {
+        store: Option<FrozenStore>,
+        autogen: Option<i64>,
+    },
+    Filter {
+        store: Option<FrozenStore>,
+        globals: Globals,
+    },
+    Compute {
+        store: Option<FrozenStore>,
+        globals: Globals,
+    },
+    Copy(FrozenStore),
+    Union(FrozenStore),
+    Aggregate {
+        next_seq: u64,
+        globals: Globals,
+        groups: CowMap<Key, Group>,
+    },
+    Join(Box<FrozenJoin>),
+}
+
+/// A window's state at a cut between blocks. Taking it costs one reference-count increment
+/// per shard of each map (see [`crate::cow`]), whatever the size of the state; encoding it
+/// ([`Frozen::encode`]) can then run on another thread while the window goes on.
+#[derive(Clone, Debug)]
+pub struct Frozen {
+    kind: FrozenKind,
+    code: u8,
+    splitter: Option<Globals>,
+}
+
+fn freeze_store(s: &KeyedStore) -> FrozenStore {
+    FrozenStore {
+        rows: s.rows.clone(),
+        retention: s
+            .retention
+            .as_ref()
+            .map(|r| (r.next_seq, r.latest, r.jump_end)),
+    }
+}
+
+/// Freezes a window (and its splitter's globals).
+pub fn freeze(imp: &WindowImpl, splitter: Option<&Globals>) -> Frozen {
+    let kind = match imp {
+        WindowImpl::Source(s) => FrozenKind::Source {
+            store: s.store.as_ref().map(freeze_store),
+            autogen: s.autogen.as_ref().map(|a| a.next),
+        },
+        WindowImpl::Filter(f) => FrozenKind::Filter {
+            store: f.store.as_ref().map(freeze_store),
+            globals: f.globals.clone(),
+        },
+        WindowImpl::Compute(c) => FrozenKind::Compute {
+            store: c.store.as_ref().map(freeze_store),
+            globals: c.globals.clone(),
+        },
+        WindowImpl::Copy(c) => FrozenKind::Copy(freeze_store(&c.store)),
+        WindowImpl::Union(u) => FrozenKind::Union(freeze_store(&u.store)),
+        WindowImpl::Aggregate(a) => FrozenKind::Aggregate {
+            next_seq: a.next_seq,
+            globals: a.globals.clone(),
+            groups: a.groups.clone(),
+        },
+        WindowImpl::Join(j) => FrozenKind::Join(Box::new(FrozenJoin {
+            left: j.left.clone(),
+            right: j.right.clone(),
+            left_by_jk: j.left_by_jk.clone(),
+            right_by_jk: j.right_by_jk.clone(),
+            out: j.out.clone(),
+            globals: j.globals.clone(),
+        })),
+    };
+    Frozen {
+        kind,
+        code: kind_code(imp),
+        splitter: splitter.cloned(),
+    }
+}
+
+impl Frozen {
+    /// The window file (docs/formats/snapshot.md).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.buf.extend_from_slice(MAGIC);
+        e.u16(WINDOW_FILE_VERSION);
+        e.u8(self.code);
+        match &self.kind {
+            FrozenKind::Source { store, autogen } => {
+                e.opt_store(store.as_ref());
+                e.opt_i64(*autogen);
+            }
+            FrozenKind::Filter { store, globals } | FrozenKind::Compute { store, globals } => {
+                e.opt_store(store.as_ref());
+                e.globals(globals);
+            }
+            FrozenKind::Copy(s) | FrozenKind::Union(s) => e.store(s),
+            FrozenKind::Aggregate {
+                next_seq,
+                globals,
+                groups,
+            } => encode_aggregate(&mut e, *next_seq, globals, groups),
+            FrozenKind::Join(j) => encode_join(&mut e, j),
+        }
+        if let Some(g) = &self.splitter {
+            e.globals(g);
+        }
+        e.buf
+    }
+}
+
+/// Encodes a window's state (and its splitter's globals).
 pub fn encode_window(imp: &WindowImpl, splitter: Option<&Globals>) -> Vec<u8> {
-    let mut e = Enc::default();
-    e.buf.extend_from_slice(MAGIC);
-    e.u16(WINDOW_FILE_VERSION);
-    e.u8(kind_code(imp));
-    match imp {
-        WindowImpl::Source(s) => {
-            e.opt_store(s.store.as_ref());
-            e.opt_i64(s.autogen.as_ref().map(|a| a.next));
-        }
-        WindowImpl::Filter(f) => {
-            e.opt_store(f.store.as_ref());
-            e.globals(&f.globals);
-        }
-        WindowImpl::Compute(c) => {
-            e.opt_store(c.store.as_ref());
-            e.globals(&c.globals);
-        }
-        WindowImpl::Copy(c) => e.store(&c.store),
-        WindowImpl::Union(u) => e.store(&u.store),
-        WindowImpl::Aggregate(a) => encode_aggregate(&mut e, a),
-        WindowImpl::Join(j) => encode_join(&mut e, j),
-    }
-    if let Some(g) = splitter {
-        e.globals(g);
-    }
-    e.buf
+    freeze(imp, splitter).encode()
 }
 
 /// Decodes `bytes` into `imp` (and the splitter's globals). On error `imp` may be partly

@@ -12,6 +12,8 @@ use rustc_hash::FxHasher;
 use sluice_event::{Event, Flags, Key, Opcode, Row, Value};
 use sluice_model::{RetentionKind, RetentionSpec};
 
+use crate::cow::CowMap;
+
 /// An insertion-ordered hash map with a fixed (deterministic) hasher.
 pub type FxIndexMap<K, V> = IndexMap<K, V, BuildHasherDefault<FxHasher>>;
 /// A hash map with a fixed hasher; never iterated where order could leak into output.
@@ -66,7 +68,7 @@ impl Retention {
 /// Keyed state of a source, copy or union window.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyedStore {
-    pub rows: FxIndexMap<Key, Entry>,
+    pub rows: CowMap<Key, Entry>,
     pub retention: Option<Retention>,
 }
 
@@ -79,7 +81,7 @@ impl KeyedStore {
     /// An empty store.
     pub fn new(retention: Option<Retention>) -> KeyedStore {
         KeyedStore {
-            rows: FxIndexMap::default(),
+            rows: CowMap::default(),
             retention,
         }
     }

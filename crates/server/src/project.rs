@@ -496,8 +496,10 @@ impl ProjectThread {
                 publishers: self.positions(),
                 subscribers: Vec::new(),
             },
-            windows: self.engine.snapshot_windows(),
+            windows: Default::default(),
         };
+        // The cut: O(shards), not O(state). Encoding happens on the writer thread.
+        let frozen = self.engine.freeze();
         let pause = t0.elapsed();
         let lock = self.persist_lock.clone();
         let spawned = std::thread::Builder::new()
@@ -505,6 +507,8 @@ impl ProjectThread {
             .spawn(move || {
                 let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
                 let t1 = Instant::now();
+                let mut snap = snap;
+                snap.windows = frozen.encode();
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);

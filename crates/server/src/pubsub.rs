@@ -129,9 +129,9 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
         }
     };
     let handle = t.view.handle.clone().expect("checked");
-    w.write_all(format!("ok {}\n", t.info.schema).as_bytes())
-        .await?;
     if verb == "publish" {
+        w.write_all(format!("ok {}\n", t.info.schema).as_bytes())
+            .await?;
         tracing::info!(target: "esp.pubsub", "pubsub publisher connected to {}", t.path);
         let name = format!("{}/pubsub-publisher", t.path);
         let mut n = 0u64;
@@ -217,6 +217,9 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
     {
         return Ok(());
     }
+    // Registered before `ok`: every block after it reaches the client.
+    w.write_all(format!("ok {}\n", t.info.schema).as_bytes())
+        .await?;
     loop {
         tokio::select! {
             m = rx.recv() => match m {

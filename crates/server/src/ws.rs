@@ -74,15 +74,6 @@ pub async fn subscriber(
     ws.on_upgrade(move |mut socket: WebSocket| async move {
         let handle = t.view.handle.clone().expect("checked");
         tracing::info!(target: "esp.pubsub", "WebSocket subscriber connected to {}", t.path);
-        if socket.send(Message::Text("status: 200".into())).await.is_err() {
-            return;
-        }
-        if want_schema {
-            let s = events::format_schema(efmt, &t.path, &t.info.schema);
-            if socket.send(Message::Text(s.into())).await.is_err() {
-                return;
-            }
-        }
         let (tx, mut rx) = mpsc::channel::<SubMsg>(SUB_QUEUE);
         let window = t.info.id;
         if handle
@@ -97,6 +88,17 @@ pub async fn subscriber(
         {
             let _ = socket.send(Message::Close(None)).await;
             return;
+        }
+        // Registered before the status line: every block after `status: 200` reaches the
+        // client (they wait in the queue meanwhile).
+        if socket.send(Message::Text("status: 200".into())).await.is_err() {
+            return;
+        }
+        if want_schema {
+            let s = events::format_schema(efmt, &t.path, &t.info.schema);
+            if socket.send(Message::Text(s.into())).await.is_err() {
+                return;
+            }
         }
         loop {
             tokio::select! {

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use sluice_event::{Event, FieldType, Key, Opcode, Row, Value};
 use sluice_expr::{EventInfo, ExprId, Globals, Program};
 
+use crate::cow::CowMap;
 use crate::state::FxIndexMap;
 
 /// Aggregate functions.
@@ -118,7 +119,7 @@ pub struct AggregateWindow {
     pub keep_members: bool,
     pub program: Program,
     pub globals: Globals,
-    pub groups: FxIndexMap<Key, Group>,
+    pub groups: CowMap<Key, Group>,
     pub next_seq: u64,
     /// Argument values of the current event, one Vec per field (reused).
     scratch: Vec<Vec<Value>>,
@@ -151,32 +152,9 @@ impl AggregateWindow {
             keep_members,
             program,
             globals,
-            groups: FxIndexMap::default(),
+            groups: CowMap::default(),
             next_seq: 0,
             scratch,
-        }
-    }
-
-    fn new_acc(&self, f: &AggField) -> Acc {
-        match &f.func {
-            AggFn::Sum | AggFn::Ave | AggFn::Std => Acc::Num {
-                int: 0,
-                float: 0.0,
-                sq: 0.0,
-                n: 0,
-                is_float: false,
-            },
-            AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
-            AggFn::Max | AggFn::Min if self.insert_only => Acc::Running(Value::Null),
-            AggFn::Max | AggFn::Min | AggFn::Mode | AggFn::CountDistinct => {
-                Acc::Multi(BTreeMap::new())
-            }
-            AggFn::First | AggFn::Last | AggFn::Plain if self.insert_only => {
-                Acc::Running(Value::Null)
-            }
-            AggFn::Lag(_) if self.insert_only => Acc::Ring(Default::default()),
-            AggFn::Cat(_) if self.insert_only => Acc::Text(String::new()),
-            _ => Acc::None,
         }
     }
 
@@ -197,6 +175,12 @@ impl AggregateWindow {
             }
         }
         Ok(())
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
     }
 
     /// Processes one input event, pushing the group changes it causes.
@@ -223,18 +207,42 @@ impl AggregateWindow {
                 let new_key = sluice_event::event::key_of(&ev.row, &self.group_by);
                 if old_key == new_key {
                     // Retract and add inside one group: one update out.
+                    if !self.groups.contains_key(&old_key) {
+                        return Err("update of a row the aggregate has not seen".into());
+                    }
                     self.eval_args(old, info)?;
-                    let gi = self
-                        .groups
-                        .get_index_of(&old_key)
-                        .ok_or("update of a row the aggregate has not seen")?;
-                    let member = sluice_event::event::key_of(old, &self.input_keys);
-                    self.retract_from(gi, &member)?;
+                    let old_member = sluice_event::event::key_of(old, &self.input_keys);
+                    {
+                        let g = self.groups.get_mut(&old_key).expect("checked");
+                        retract_from(
+                            g,
+                            &self.fields,
+                            &self.scratch,
+                            self.keep_members,
+                            &old_member,
+                        );
+                    }
                     self.eval_args(&ev.row, info)?;
                     let member = sluice_event::event::key_of(&ev.row, &self.input_keys);
-                    self.add_to(gi, member);
-                    let new_row = self.result_row(gi, &ev.row);
-                    let g = &mut self.groups[gi];
+                    let seq = self.take_seq();
+                    let g = self.groups.get_mut(&old_key).expect("checked");
+                    add_to(
+                        g,
+                        &self.fields,
+                        &self.scratch,
+                        self.insert_only,
+                        self.keep_members,
+                        member,
+                        seq,
+                    );
+                    let new_row = result_row(
+                        g,
+                        &self.fields,
+                        self.width,
+                        &self.out_keys,
+                        &self.group_by,
+                        &ev.row,
+                    );
                     let old_row = std::mem::replace(&mut g.row, new_row.clone());
                     out.push(Event::update(new_row, old_row));
                 } else {
@@ -261,26 +269,37 @@ impl AggregateWindow {
         } else {
             Key::new()
         };
-        let (gi, fresh) = match self.groups.get_index_of(&key) {
-            Some(gi) => (gi, false),
-            None => {
-                let accs = self.fields.iter().map(|f| self.new_acc(f)).collect();
-                let (gi, _) = self.groups.insert_full(
-                    key,
-                    Group {
-                        row: Vec::new(),
-                        count: 0,
-                        accs,
-                        members: FxIndexMap::default(),
-                        order: BTreeMap::new(),
-                    },
-                );
-                (gi, true)
+        let seq = self.take_seq();
+        let insert_only = self.insert_only;
+        let fields = &self.fields;
+        let mut fresh = false;
+        let g = self.groups.get_or_insert_with(key, || {
+            fresh = true;
+            Group {
+                row: Vec::new(),
+                count: 0,
+                accs: fields.iter().map(|f| new_acc(f, insert_only)).collect(),
+                members: FxIndexMap::default(),
+                order: BTreeMap::new(),
             }
-        };
-        self.add_to(gi, member);
-        let new_row = self.result_row(gi, row);
-        let g = &mut self.groups[gi];
+        });
+        add_to(
+            g,
+            &self.fields,
+            &self.scratch,
+            insert_only,
+            self.keep_members,
+            member,
+            seq,
+        );
+        let new_row = result_row(
+            g,
+            &self.fields,
+            self.width,
+            &self.out_keys,
+            &self.group_by,
+            row,
+        );
         if fresh {
             g.row = new_row.clone();
             out.push(Event::insert(new_row));
@@ -292,76 +311,111 @@ impl AggregateWindow {
 
     fn retract(&mut self, row: &[Value], out: &mut Vec<Event>) -> Result<(), String> {
         let key = sluice_event::event::key_of(row, &self.group_by);
-        let gi = self
-            .groups
-            .get_index_of(&key)
-            .ok_or("delete of a row the aggregate has not seen")?;
         let member = sluice_event::event::key_of(row, &self.input_keys);
-        self.retract_from(gi, &member)?;
-        if self.groups[gi].count == 0 {
-            let (_, g) = self.groups.swap_remove_index(gi).expect("present");
+        let g = self
+            .groups
+            .get_mut(&key)
+            .ok_or("delete of a row the aggregate has not seen")?;
+        retract_from(g, &self.fields, &self.scratch, self.keep_members, &member);
+        if g.count == 0 {
+            let g = self.groups.swap_remove(&key).expect("present");
             out.push(Event::delete(g.row));
         } else {
-            let new_row = self.result_row(gi, row);
-            let g = &mut self.groups[gi];
+            let new_row = result_row(
+                g,
+                &self.fields,
+                self.width,
+                &self.out_keys,
+                &self.group_by,
+                row,
+            );
             let old_row = std::mem::replace(&mut g.row, new_row.clone());
             out.push(Event::update(new_row, old_row));
         }
         Ok(())
     }
+}
 
-    fn add_to(&mut self, gi: usize, member: Key) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let insert_only = self.insert_only;
-        let keep = self.keep_members;
-        let g = &mut self.groups[gi];
-        g.count += 1;
-        for (i, f) in self.fields.iter().enumerate() {
-            let args = &self.scratch[i];
-            acc_add(&mut g.accs[i], &f.func, args, insert_only);
+fn new_acc(f: &AggField, insert_only: bool) -> Acc {
+    match &f.func {
+        AggFn::Sum | AggFn::Ave | AggFn::Std => Acc::Num {
+            int: 0,
+            float: 0.0,
+            sq: 0.0,
+            n: 0,
+            is_float: false,
+        },
+        AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
+        AggFn::Max | AggFn::Min if insert_only => Acc::Running(Value::Null),
+        AggFn::Max | AggFn::Min | AggFn::Mode | AggFn::CountDistinct => Acc::Multi(BTreeMap::new()),
+        AggFn::First | AggFn::Last | AggFn::Plain if insert_only => Acc::Running(Value::Null),
+        AggFn::Lag(_) if insert_only => Acc::Ring(Default::default()),
+        AggFn::Cat(_) if insert_only => Acc::Text(String::new()),
+        _ => Acc::None,
+    }
+}
+
+fn add_to(
+    g: &mut Group,
+    fields: &[AggField],
+    scratch: &[Vec<Value>],
+    insert_only: bool,
+    keep: bool,
+    member: Key,
+    seq: u64,
+) {
+    g.count += 1;
+    for (i, f) in fields.iter().enumerate() {
+        acc_add(&mut g.accs[i], &f.func, &scratch[i], insert_only);
+    }
+    if keep {
+        let vals: Vec<Value> = scratch
+            .iter()
+            .map(|a| a.first().cloned().unwrap_or_default())
+            .collect();
+        if let Some((old_seq, _)) = g.members.insert(member.clone(), (seq, vals)) {
+            g.order.remove(&old_seq);
         }
-        if keep {
-            let vals: Vec<Value> = self
-                .scratch
-                .iter()
-                .map(|a| a.first().cloned().unwrap_or_default())
-                .collect();
-            if let Some((old_seq, _)) = g.members.insert(member.clone(), (seq, vals)) {
-                g.order.remove(&old_seq);
-            }
-            g.order.insert(seq, member);
+        g.order.insert(seq, member);
+    }
+}
+
+fn retract_from(
+    g: &mut Group,
+    fields: &[AggField],
+    scratch: &[Vec<Value>],
+    keep: bool,
+    member: &Key,
+) {
+    for (i, f) in fields.iter().enumerate() {
+        acc_remove(&mut g.accs[i], &f.func, &scratch[i]);
+    }
+    g.count -= 1;
+    if keep {
+        if let Some((seq, _)) = g.members.swap_remove(member) {
+            g.order.remove(&seq);
         }
     }
+}
 
-    fn retract_from(&mut self, gi: usize, member: &Key) -> Result<(), String> {
-        let keep = self.keep_members;
-        let g = &mut self.groups[gi];
-        for (i, f) in self.fields.iter().enumerate() {
-            acc_remove(&mut g.accs[i], &f.func, &self.scratch[i]);
-        }
-        g.count -= 1;
-        if keep {
-            if let Some((seq, _)) = g.members.swap_remove(member) {
-                g.order.remove(&seq);
-            }
-        }
-        Ok(())
+/// The group's output row after a change; `row` is the event's input row (for key values).
+fn result_row(
+    g: &Group,
+    fields: &[AggField],
+    width: usize,
+    out_keys: &[usize],
+    group_by: &[usize],
+    row: &[Value],
+) -> Row {
+    let mut out = vec![Value::Null; width];
+    for (k, &p) in out_keys.iter().enumerate() {
+        out[p] = row[group_by[k]].clone();
     }
-
-    /// The group's output row after a change; `row` is the event's input row (for key values).
-    fn result_row(&self, gi: usize, row: &[Value]) -> Row {
-        let g = &self.groups[gi];
-        let mut out = vec![Value::Null; self.width];
-        for (k, &p) in self.out_keys.iter().enumerate() {
-            out[p] = row[self.group_by[k]].clone();
-        }
-        for (i, f) in self.fields.iter().enumerate() {
-            let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
-            out[f.out_pos] = v.coerce(f.ty).unwrap_or(Value::Null);
-        }
-        out
+    for (i, f) in fields.iter().enumerate() {
+        let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
+        out[f.out_pos] = v.coerce(f.ty).unwrap_or(Value::Null);
     }
+    out
 }
 
 fn num_add(acc: &mut Acc, v: &Value, sign: i64) {

@@ -11,7 +11,8 @@ use sluice_event::{Event, Key, Opcode, Row, Value};
 use sluice_expr::{EventInfo, ExprId, Globals, Program};
 use sluice_model::JoinType;
 
-use crate::state::{FxHashMap, FxIndexMap};
+use crate::cow::CowMap;
+use crate::state::FxIndexMap;
 
 /// A deterministic set of keys.
 pub type KeySet = IndexSet<Key, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
@@ -68,12 +69,12 @@ pub struct JoinWindow {
     pub has_exprs: bool,
     pub program: Program,
     pub globals: Globals,
-    pub left: FxIndexMap<Key, Row>,
-    pub right: FxIndexMap<Key, Row>,
-    pub left_by_jk: FxHashMap<Key, KeySet>,
-    pub right_by_jk: FxHashMap<Key, KeySet>,
+    pub left: CowMap<Key, Row>,
+    pub right: CowMap<Key, Row>,
+    pub left_by_jk: CowMap<Key, KeySet>,
+    pub right_by_jk: CowMap<Key, KeySet>,
     /// The window's contents.
-    pub out: FxIndexMap<Key, Row>,
+    pub out: CowMap<Key, Row>,
 }
 
 fn key_text(key: &Key) -> String {
@@ -162,12 +163,20 @@ impl JoinWindow {
             (Some(jk), Side::Left) => self
                 .right_by_jk
                 .get(jk)
-                .map(|s| s.iter().map(|k| self.right[k].clone()).collect())
+                .map(|s| {
+                    s.iter()
+                        .map(|k| self.right.get(k).expect("indexed").clone())
+                        .collect()
+                })
                 .unwrap_or_default(),
             (Some(jk), Side::Right) => self
                 .left_by_jk
                 .get(jk)
-                .map(|s| s.iter().map(|k| self.left[k].clone()).collect())
+                .map(|s| {
+                    s.iter()
+                        .map(|k| self.left.get(k).expect("indexed").clone())
+                        .collect()
+                })
                 .unwrap_or_default(),
             (None, _) => Vec::new(),
         };
@@ -212,8 +221,8 @@ impl JoinWindow {
             Some(s) => s
                 .iter()
                 .map(|k| match side {
-                    Side::Left => self.left[k].clone(),
-                    Side::Right => self.right[k].clone(),
+                    Side::Left => self.left.get(k).expect("indexed").clone(),
+                    Side::Right => self.right.get(k).expect("indexed").clone(),
                 })
                 .collect(),
             None => return Ok(()),
@@ -262,11 +271,15 @@ impl JoinWindow {
                 Side::Left => &mut self.left_by_jk,
                 Side::Right => &mut self.right_by_jk,
             };
-            if let Some(s) = map.get_mut(&jk) {
-                s.shift_remove(key);
-                if s.is_empty() {
-                    map.remove(&jk);
+            let now_empty = match map.get_mut(&jk) {
+                Some(s) => {
+                    s.shift_remove(key);
+                    s.is_empty()
                 }
+                None => false,
+            };
+            if now_empty {
+                map.swap_remove(&jk);
             }
         }
     }
@@ -277,7 +290,7 @@ impl JoinWindow {
                 Side::Left => &mut self.left_by_jk,
                 Side::Right => &mut self.right_by_jk,
             };
-            map.entry(jk).or_default().insert(key);
+            map.get_or_insert_with(jk, KeySet::default).insert(key);
         }
     }
 

@@ -1,0 +1,243 @@
+//! [`CowMap`]: the insertion-ordered hash map of window state, split into shards that are
+//! shared copy-on-write, so that a consistent snapshot of a window costs one reference-count
+//! increment per shard instead of a copy of the state.
+//!
+//! Taking a snapshot ([`Clone::clone`]) shares every shard. The first change to a shard
+//! afterwards copies that shard only (`Arc::make_mut`), so the work of copying is spread over
+//! the events that follow, one shard at a time, and no single event waits for more than one
+//! shard's copy. Shards double when the map grows past [`SHARD_TARGET`] entries per shard.
+//!
+//! Iteration order is shard by shard, insertion order within a shard (with `swap_remove`
+//! semantics). It depends only on the sequence of operations and the shard count, which a
+//! snapshot records, so a restored map iterates exactly as the original. No output of the
+//! engine depends on this order (listings are sorted by key).
+
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+use std::sync::Arc;
+
+use rustc_hash::FxHasher;
+
+use crate::state::FxIndexMap;
+
+/// Entries per shard before the shard count doubles.
+pub const SHARD_TARGET: usize = 2048;
+
+/// A copy-on-write sharded insertion-ordered map (see the module documentation).
+#[derive(Debug)]
+pub struct CowMap<K, V> {
+    shards: Vec<Arc<FxIndexMap<K, V>>>,
+    len: usize,
+}
+
+impl<K, V> Clone for CowMap<K, V> {
+    /// Shares every shard: O(shards), whatever the size of the map.
+    fn clone(&self) -> Self {
+        CowMap {
+            shards: self.shards.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<K, V> Default for CowMap<K, V> {
+    fn default() -> Self {
+        CowMap {
+            shards: vec![Arc::new(FxIndexMap::default())],
+            len: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone + PartialEq> PartialEq for CowMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self.shards.len() == other.shards.len()
+            && self.iter().eq(other.iter())
+    }
+}
+
+fn shard_of<K: Hash>(key: &K, shards: usize) -> usize {
+    if shards == 1 {
+        return 0;
+    }
+    let h = BuildHasherDefault::<FxHasher>::default().hash_one(key);
+    // Mix, then take the top bits: independent of the bits the shard's own table uses.
+    let mixed = h.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - shards.trailing_zeros())) as usize
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
+    /// An empty map with `shards` shards (a power of two; restore uses the recorded count).
+    pub fn with_shards(shards: usize) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        CowMap {
+            shards: (0..n).map(|_| Arc::new(FxIndexMap::default())).collect(),
+            len: 0,
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn shard(&self, key: &K) -> &FxIndexMap<K, V> {
+        &self.shards[shard_of(key, self.shards.len())]
+    }
+
+    fn shard_mut(&mut self, key: &K) -> &mut FxIndexMap<K, V> {
+        let i = shard_of(key, self.shards.len());
+        Arc::make_mut(&mut self.shards[i])
+    }
+
+    /// True when `key` is present.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.shard(key).contains_key(key)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.shard(key).get(key)
+    }
+
+    /// The value of `key`, for change (copies its shard first if a snapshot shares it).
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = shard_of(key, self.shards.len());
+        if !self.shards[i].contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(&mut self.shards[i]).get_mut(key)
+    }
+
+    /// Inserts or replaces; returns the previous value.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let old = self.shard_mut(&key).insert(key, value);
+        if old.is_none() {
+            self.len += 1;
+            self.maybe_grow();
+        }
+        old
+    }
+
+    /// The value of `key`, inserting `make()` first when absent.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.contains_key(&key) {
+            self.insert(key.clone(), make());
+        }
+        self.get_mut(&key).expect("just inserted")
+    }
+
+    /// Removes `key` (the shard's last entry takes its place).
+    pub fn swap_remove(&mut self, key: &K) -> Option<V> {
+        let i = shard_of(key, self.shards.len());
+        if !self.shards[i].contains_key(key) {
+            return None;
+        }
+        let v = Arc::make_mut(&mut self.shards[i]).swap_remove(key);
+        if v.is_some() {
+            self.len -= 1;
+        }
+        v
+    }
+
+    fn maybe_grow(&mut self) {
+        if self.len <= self.shards.len() * SHARD_TARGET {
+            return;
+        }
+        let n = self.shards.len() * 2;
+        let mut next: Vec<FxIndexMap<K, V>> = (0..n).map(|_| FxIndexMap::default()).collect();
+        for shard in self.shards.drain(..) {
+            let shard = Arc::try_unwrap(shard).unwrap_or_else(|a| (*a).clone());
+            for (k, v) in shard {
+                let i = shard_of(&k, n);
+                next[i].insert(k, v);
+            }
+        }
+        self.shards = next.into_iter().map(Arc::new).collect();
+    }
+
+    /// Entries in iteration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    /// Values in iteration order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_like_a_map_across_growth() {
+        let mut m: CowMap<u64, u64> = CowMap::default();
+        for i in 0..20_000u64 {
+            assert_eq!(m.insert(i, i * 2), None);
+        }
+        assert!(m.shard_count() > 1);
+        assert_eq!(m.len(), 20_000);
+        for i in (0..20_000u64).step_by(3) {
+            assert_eq!(m.swap_remove(&i), Some(i * 2));
+        }
+        assert_eq!(m.get(&1), Some(&2));
+        assert_eq!(m.get(&3), None);
+        *m.get_mut(&1).unwrap() = 7;
+        assert_eq!(m.get(&1), Some(&7));
+        assert_eq!(m.iter().count(), m.len());
+    }
+
+    #[test]
+    fn a_clone_is_a_frozen_snapshot() {
+        let mut m: CowMap<u64, String> = CowMap::default();
+        for i in 0..10_000u64 {
+            m.insert(i, i.to_string());
+        }
+        let snap = m.clone();
+        *m.get_mut(&5).unwrap() = "changed".into();
+        m.swap_remove(&6);
+        m.insert(100_000, "new".into());
+        assert_eq!(snap.get(&5).map(String::as_str), Some("5"));
+        assert_eq!(snap.get(&6).map(String::as_str), Some("6"));
+        assert_eq!(snap.get(&100_000), None);
+        assert_eq!(snap.len(), 10_000);
+        assert_eq!(m.get(&5).map(String::as_str), Some("changed"));
+    }
+
+    #[test]
+    fn same_operations_same_order_and_restore_reproduces_it() {
+        let ops = |m: &mut CowMap<u64, u64>| {
+            for i in 0..9000u64 {
+                m.insert(i.wrapping_mul(7919) % 10_007, i);
+                if i % 5 == 0 {
+                    m.swap_remove(&(i % 10_007));
+                }
+            }
+        };
+        let mut a = CowMap::default();
+        let mut b = CowMap::default();
+        ops(&mut a);
+        ops(&mut b);
+        assert!(a.iter().eq(b.iter()));
+        let mut r: CowMap<u64, u64> = CowMap::with_shards(a.shard_count());
+        for (k, v) in a.iter() {
+            r.insert(*k, *v);
+        }
+        assert!(
+            a.iter().eq(r.iter()),
+            "a restored map iterates like the original"
+        );
+    }
+}
