@@ -56,7 +56,7 @@ impl<K: Hash + Eq + Clone, V: Clone + PartialEq> PartialEq for CowMap<K, V> {
     }
 }
 
-fn shard_of<K: Hash>(key: &K, shards: usize) -> usize {
+fn shard_of<Q: Hash + ?Sized>(key: &Q, shards: usize) -> usize {
     if shards == 1 {
         return 0;
     }
@@ -113,9 +113,15 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     /// The value of `key`, for change (copies its shard first if a snapshot shares it).
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = shard_of(key, self.shards.len());
-        if !self.shards[i].contains_key(key) {
-            return None;
-        }
+        Arc::make_mut(&mut self.shards[i]).get_mut(key)
+    }
+
+    /// The value of a key given by an equivalent borrowed form (no owned key is built).
+    pub fn get_mut_by<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        Q: Hash + indexmap::Equivalent<K> + ?Sized,
+    {
+        let i = shard_of(key, self.shards.len());
         Arc::make_mut(&mut self.shards[i]).get_mut(key)
     }
 
@@ -129,20 +135,27 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         old
     }
 
-    /// The value of `key`, inserting `make()` first when absent.
+    /// The value of `key`, inserting `make()` first when absent (one lookup).
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.contains_key(&key) {
+        if self.len >= self.shards.len() * SHARD_TARGET && !self.contains_key(&key) {
+            // This insert grows the map: do it the long way.
             self.insert(key.clone(), make());
+            return self.get_mut(&key).expect("just inserted");
         }
-        self.get_mut(&key).expect("just inserted")
+        let i = shard_of(&key, self.shards.len());
+        let shard = Arc::make_mut(&mut self.shards[i]);
+        match shard.entry(key) {
+            indexmap::map::Entry::Occupied(o) => o.into_mut(),
+            indexmap::map::Entry::Vacant(v) => {
+                self.len += 1;
+                v.insert(make())
+            }
+        }
     }
 
     /// Removes `key` (the shard's last entry takes its place).
     pub fn swap_remove(&mut self, key: &K) -> Option<V> {
         let i = shard_of(key, self.shards.len());
-        if !self.shards[i].contains_key(key) {
-            return None;
-        }
         let v = Arc::make_mut(&mut self.shards[i]).swap_remove(key);
         if v.is_some() {
             self.len -= 1;

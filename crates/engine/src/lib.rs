@@ -136,6 +136,8 @@ pub struct Engine {
     nodes: Vec<Node>,
     fingerprint: u64,
     inbox: Vec<Vec<(u8, Event)>>,
+    /// Reused output buffer (no allocation per block).
+    out_buf: Vec<Event>,
 }
 
 impl Engine {
@@ -150,6 +152,7 @@ impl Engine {
             nodes,
             fingerprint,
             inbox,
+            out_buf: Vec::new(),
         })
     }
 
@@ -243,7 +246,7 @@ impl Engine {
     }
 
     fn run_from(&mut self, start: usize, id: MsgId, now: i64, sink: &mut dyn Sink) {
-        let mut out: Vec<Event> = Vec::new();
+        let mut out: Vec<Event> = std::mem::take(&mut self.out_buf);
         for i in start..self.nodes.len() {
             if self.inbox[i].is_empty() {
                 continue;
@@ -262,6 +265,8 @@ impl Engine {
                 out = self.route(i, id, batch, now, sink);
             }
         }
+        out.clear();
+        self.out_buf = out;
     }
 
     /// Delivers window `i`'s output to the sink (when observed) and to its targets. Returns

@@ -363,7 +363,57 @@ pub fn retention_delete(row: Row) -> Event {
     }
 }
 
+/// A key seen through the row it comes from, without building it: hashes and compares
+/// exactly like the owned [`Key`] (a slice: length, then each value), so maps can be searched
+/// with it on the hot path.
+pub struct KeyRef<'a> {
+    pub row: &'a [Value],
+    pub idx: &'a [usize],
+}
+
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_usize(self.idx.len());
+        for &i in self.idx {
+            self.row[i].hash(h);
+        }
+    }
+}
+
+impl indexmap::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        key.len() == self.idx.len()
+            && self
+                .idx
+                .iter()
+                .zip(key.iter())
+                .all(|(&i, v)| self.row[i] == *v)
+    }
+}
+
 /// True when a key has a null part (refused by keyed windows).
 pub fn key_has_null(key: &Key) -> bool {
     key.iter().any(Value::is_null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn key_ref_hashes_and_compares_like_the_owned_key() {
+        let row = vec![Value::str("x"), Value::Int64(7), Value::Double(1.5)];
+        let idx = [2usize, 0];
+        let owned: Key = sluice_event::event::key_of(&row, &idx);
+        let b = std::hash::BuildHasherDefault::<FxHasher>::default();
+        let r = KeyRef {
+            row: &row,
+            idx: &idx,
+        };
+        assert_eq!(b.hash_one(&owned), b.hash_one(&r));
+        assert!(indexmap::Equivalent::equivalent(&r, &owned));
+        let other: Key = sluice_event::event::key_of(&row, &[0, 2]);
+        assert!(!indexmap::Equivalent::equivalent(&r, &other));
+    }
 }

@@ -154,15 +154,19 @@ pub fn parse_value(text: &str, ty: FieldType, fmt: Option<&DateFormat>) -> Optio
     if text.is_empty() {
         return Some(Value::Null);
     }
-    if ty != FieldType::String && text.trim().is_empty() {
+    if ty == FieldType::String {
+        return Some(Value::String(Arc::from(text)));
+    }
+    let t = text.trim_ascii();
+    if t.is_empty() {
         return Some(Value::Null);
     }
     Some(match ty {
-        FieldType::String => Value::String(Arc::from(text)),
-        FieldType::Int32 => Value::Int32(text.trim().parse().ok()?),
-        FieldType::Int64 => Value::Int64(text.trim().parse().ok()?),
-        FieldType::Double => Value::Double(parse_double(text.trim())?),
-        FieldType::Money => Value::Money(value::parse_money(text.trim())?),
+        FieldType::String => unreachable!("handled above"),
+        FieldType::Int32 => Value::Int32(t.parse().ok()?),
+        FieldType::Int64 => Value::Int64(t.parse().ok()?),
+        FieldType::Double => Value::Double(parse_double(t)?),
+        FieldType::Money => Value::Money(value::parse_money(t)?),
         FieldType::Date => Value::Date(time::parse_date(text, fmt)?),
         FieldType::Stamp => Value::Stamp(time::parse_stamp(text, fmt)?),
     })
@@ -178,13 +182,54 @@ fn parse_double(s: &str) -> Option<f64> {
 pub fn parse_event(line: &str, schema: &Schema, opts: &CsvOptions) -> Result<Event, CsvError> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     let line = line.strip_suffix('\r').unwrap_or(line);
-    if !line.as_bytes().contains(&b'"') {
+    if memchr::memchr(b'"', line.as_bytes()).is_none() {
         // Fast path: no quoting, no allocation for the split.
-        parse_fields(line.split(opts.delim() as char), schema, opts)
+        parse_fields(Fields::new(line, opts.delim()), schema, opts)
     } else {
         let mut cols = Vec::new();
         split_line(line, opts.delim(), &mut cols)?;
         parse_fields(cols.iter().map(|c| c.as_ref()), schema, opts)
+    }
+}
+
+/// Splits an unquoted line at an ASCII delimiter (memchr; the pieces are `str` slices at
+/// ASCII boundaries, so no UTF-8 re-check is needed).
+struct Fields<'a> {
+    line: &'a str,
+    at: usize,
+    delim: u8,
+    done: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(line: &'a str, delim: u8) -> Fields<'a> {
+        Fields {
+            line,
+            at: 0,
+            delim,
+            done: false,
+        }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let rest = &self.line.as_bytes()[self.at..];
+        match memchr::memchr(self.delim, rest) {
+            Some(p) => {
+                let f = &self.line[self.at..self.at + p];
+                self.at += p + 1;
+                Some(f)
+            }
+            None => {
+                self.done = true;
+                Some(&self.line[self.at..])
+            }
+        }
     }
 }
 

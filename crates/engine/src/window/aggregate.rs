@@ -13,7 +13,7 @@ use sluice_event::{Event, FieldType, Key, Opcode, Row, Value};
 use sluice_expr::{EventInfo, ExprId, Globals, Program};
 
 use crate::cow::CowMap;
-use crate::state::FxIndexMap;
+use crate::state::{FxIndexMap, KeyRef};
 
 /// Aggregate functions.
 #[derive(Clone, Debug, PartialEq)]
@@ -263,7 +263,6 @@ impl AggregateWindow {
     }
 
     fn add(&mut self, row: &[Value], out: &mut Vec<Event>) {
-        let key = sluice_event::event::key_of(row, &self.group_by);
         let member = if self.keep_members {
             sluice_event::event::key_of(row, &self.input_keys)
         } else {
@@ -271,17 +270,41 @@ impl AggregateWindow {
         };
         let seq = self.take_seq();
         let insert_only = self.insert_only;
+        let kr = KeyRef {
+            row,
+            idx: &self.group_by,
+        };
+        // Hot path: an existing group, found without building its key.
+        if let Some(g) = self.groups.get_mut_by(&kr) {
+            add_to(
+                g,
+                &self.fields,
+                &self.scratch,
+                insert_only,
+                self.keep_members,
+                member,
+                seq,
+            );
+            let new_row = result_row(
+                g,
+                &self.fields,
+                self.width,
+                &self.out_keys,
+                &self.group_by,
+                row,
+            );
+            let old_row = std::mem::replace(&mut g.row, new_row.clone());
+            out.push(Event::update(new_row, old_row));
+            return;
+        }
+        let key = sluice_event::event::key_of(row, &self.group_by);
         let fields = &self.fields;
-        let mut fresh = false;
-        let g = self.groups.get_or_insert_with(key, || {
-            fresh = true;
-            Group {
-                row: Vec::new(),
-                count: 0,
-                accs: fields.iter().map(|f| new_acc(f, insert_only)).collect(),
-                members: FxIndexMap::default(),
-                order: BTreeMap::new(),
-            }
+        let g = self.groups.get_or_insert_with(key, || Group {
+            row: Vec::new(),
+            count: 0,
+            accs: fields.iter().map(|f| new_acc(f, insert_only)).collect(),
+            members: FxIndexMap::default(),
+            order: BTreeMap::new(),
         });
         add_to(
             g,
@@ -300,24 +323,23 @@ impl AggregateWindow {
             &self.group_by,
             row,
         );
-        if fresh {
-            g.row = new_row.clone();
-            out.push(Event::insert(new_row));
-        } else {
-            let old_row = std::mem::replace(&mut g.row, new_row.clone());
-            out.push(Event::update(new_row, old_row));
-        }
+        g.row = new_row.clone();
+        out.push(Event::insert(new_row));
     }
 
     fn retract(&mut self, row: &[Value], out: &mut Vec<Event>) -> Result<(), String> {
-        let key = sluice_event::event::key_of(row, &self.group_by);
         let member = sluice_event::event::key_of(row, &self.input_keys);
+        let kr = KeyRef {
+            row,
+            idx: &self.group_by,
+        };
         let g = self
             .groups
-            .get_mut(&key)
+            .get_mut_by(&kr)
             .ok_or("delete of a row the aggregate has not seen")?;
         retract_from(g, &self.fields, &self.scratch, self.keep_members, &member);
         if g.count == 0 {
+            let key = sluice_event::event::key_of(row, &self.group_by);
             let g = self.groups.swap_remove(&key).expect("present");
             out.push(Event::delete(g.row));
         } else {
@@ -413,7 +435,11 @@ fn result_row(
     }
     for (i, f) in fields.iter().enumerate() {
         let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
-        out[f.out_pos] = v.coerce(f.ty).unwrap_or(Value::Null);
+        out[f.out_pos] = if v.is_null() || v.field_type() == Some(f.ty) {
+            v
+        } else {
+            v.coerce(f.ty).unwrap_or(Value::Null)
+        };
     }
     out
 }
@@ -522,9 +548,17 @@ fn acc_remove(acc: &mut Acc, _func: &AggFn, args: &[Value]) {
     }
 }
 
+/// i128 to f64, through i64 when it fits (the direct conversion is a slow library call).
+fn i128_f64(x: i128) -> f64 {
+    match i64::try_from(x) {
+        Ok(v) => v as f64,
+        Err(_) => x as f64,
+    }
+}
+
 fn num_value(int: i128, float: f64, is_float: bool) -> Value {
     if is_float {
-        Value::Double(float + int as f64)
+        Value::Double(float + i128_f64(int))
     } else {
         i64::try_from(int).map_or(Value::Null, Value::Int64)
     }
@@ -560,7 +594,7 @@ fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> V
             if *n == 0 {
                 Value::Null
             } else {
-                Value::Double((*float + *int as f64) / *n as f64)
+                Value::Double((*float + i128_f64(*int)) / *n as f64)
             }
         }
         (
@@ -572,7 +606,7 @@ fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> V
             if *n < 2 {
                 Value::Null
             } else {
-                let s = *float + *int as f64;
+                let s = *float + i128_f64(*int);
                 let nf = *n as f64;
                 let var = ((*sq - s * s / nf) / (nf - 1.0)).max(0.0);
                 Value::Double(var.sqrt())

@@ -87,12 +87,14 @@ impl SourceWindow {
                 _ => Value::Int64(n),
             };
         }
-        let key = key_of(&ev.row, &self.keys);
-        if key_has_null(&key) {
+        if self.keys.iter().any(|&i| ev.row[i].is_null()) {
             return Err(("a key field is null".into(), ev));
         }
         match &mut self.store {
-            Some(store) => store.apply(ev, key, now, true, out),
+            Some(store) => {
+                let key = key_of(&ev.row, &self.keys);
+                store.apply(ev, key, now, true, out)
+            }
             None => {
                 ev.old = None;
                 out.push(ev);
