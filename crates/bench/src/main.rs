@@ -58,6 +58,10 @@ struct Args {
     symbols: Option<PathBuf>,
 }
 
+/// The same allocator as the `sluice` binary, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let r = if let Some(w) = &args.print_model {

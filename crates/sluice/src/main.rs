@@ -8,6 +8,11 @@ mod run;
 
 use std::process::ExitCode;
 
+/// mimalloc: each event allocates its row, and glibc malloc costs a fifth of the engine's
+/// time on the aggregate benchmark (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
