@@ -123,6 +123,8 @@ pub struct AggregateWindow {
     pub next_seq: u64,
     /// Argument values of the current event, one Vec per field (reused).
     scratch: Vec<Vec<Value>>,
+    /// Output row positions in order.
+    layout: Vec<Slot>,
 }
 
 impl AggregateWindow {
@@ -142,6 +144,13 @@ impl AggregateWindow {
             .iter()
             .map(|f| Vec::with_capacity(f.args.len()))
             .collect();
+        let mut layout = vec![Slot::Key(0); width];
+        for (k, &p) in out_keys.iter().enumerate() {
+            layout[p] = Slot::Key(k);
+        }
+        for (i, f) in fields.iter().enumerate() {
+            layout[f.out_pos] = Slot::Field(i);
+        }
         AggregateWindow {
             fields,
             group_by,
@@ -155,17 +164,19 @@ impl AggregateWindow {
             groups: CowMap::default(),
             next_seq: 0,
             scratch,
+            layout,
         }
     }
 
-    /// Evaluates every field's arguments on `row` into `self.scratch`.
+    /// Evaluates every field's expression arguments on `row` into `self.scratch`.
     fn eval_args(&mut self, row: &[Value], info: EventInfo) -> Result<(), String> {
         for (i, f) in self.fields.iter().enumerate() {
             let dst = &mut self.scratch[i];
             dst.clear();
             for a in &f.args {
+                // Field arguments are read from the row in place (no clone): a placeholder here.
                 let v = match a {
-                    Arg::Field(p) => row[*p].clone(),
+                    Arg::Field(_) => Value::Null,
                     Arg::Expr(id) => self
                         .program
                         .eval(*id, row, info, &mut self.globals)
@@ -218,6 +229,7 @@ impl AggregateWindow {
                             g,
                             &self.fields,
                             &self.scratch,
+                            old,
                             self.keep_members,
                             &old_member,
                         );
@@ -230,19 +242,14 @@ impl AggregateWindow {
                         g,
                         &self.fields,
                         &self.scratch,
+                        &ev.row,
                         self.insert_only,
                         self.keep_members,
                         member,
                         seq,
                     );
-                    let new_row = result_row(
-                        g,
-                        &self.fields,
-                        self.width,
-                        &self.out_keys,
-                        &self.group_by,
-                        &ev.row,
-                    );
+                    let new_row =
+                        result_row(g, &self.fields, &self.layout, &self.group_by, &ev.row);
                     let old_row = std::mem::replace(&mut g.row, new_row.clone());
                     out.push(Event::update(new_row, old_row));
                 } else {
@@ -280,19 +287,13 @@ impl AggregateWindow {
                 g,
                 &self.fields,
                 &self.scratch,
+                row,
                 insert_only,
                 self.keep_members,
                 member,
                 seq,
             );
-            let new_row = result_row(
-                g,
-                &self.fields,
-                self.width,
-                &self.out_keys,
-                &self.group_by,
-                row,
-            );
+            let new_row = result_row(g, &self.fields, &self.layout, &self.group_by, row);
             let old_row = std::mem::replace(&mut g.row, new_row.clone());
             out.push(Event::update(new_row, old_row));
             return;
@@ -310,19 +311,13 @@ impl AggregateWindow {
             g,
             &self.fields,
             &self.scratch,
+            row,
             insert_only,
             self.keep_members,
             member,
             seq,
         );
-        let new_row = result_row(
-            g,
-            &self.fields,
-            self.width,
-            &self.out_keys,
-            &self.group_by,
-            row,
-        );
+        let new_row = result_row(g, &self.fields, &self.layout, &self.group_by, row);
         g.row = new_row.clone();
         out.push(Event::insert(new_row));
     }
@@ -337,20 +332,20 @@ impl AggregateWindow {
             .groups
             .get_mut_by(&kr)
             .ok_or("delete of a row the aggregate has not seen")?;
-        retract_from(g, &self.fields, &self.scratch, self.keep_members, &member);
+        retract_from(
+            g,
+            &self.fields,
+            &self.scratch,
+            row,
+            self.keep_members,
+            &member,
+        );
         if g.count == 0 {
             let key = sluice_event::event::key_of(row, &self.group_by);
             let g = self.groups.swap_remove(&key).expect("present");
             out.push(Event::delete(g.row));
         } else {
-            let new_row = result_row(
-                g,
-                &self.fields,
-                self.width,
-                &self.out_keys,
-                &self.group_by,
-                row,
-            );
+            let new_row = result_row(g, &self.fields, &self.layout, &self.group_by, row);
             let old_row = std::mem::replace(&mut g.row, new_row.clone());
             out.push(Event::update(new_row, old_row));
         }
@@ -377,10 +372,21 @@ fn new_acc(f: &AggField, insert_only: bool) -> Acc {
     }
 }
 
+/// Argument `k` of field `f`: from the row for a field reference, else from the scratch.
+#[inline]
+fn arg<'a>(f: &AggField, scratch: &'a [Value], row: &'a [Value], k: usize) -> Option<&'a Value> {
+    match f.args.get(k)? {
+        Arg::Field(p) => Some(&row[*p]),
+        Arg::Expr(_) => Some(&scratch[k]),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn add_to(
     g: &mut Group,
     fields: &[AggField],
     scratch: &[Vec<Value>],
+    row: &[Value],
     insert_only: bool,
     keep: bool,
     member: Key,
@@ -388,12 +394,15 @@ fn add_to(
 ) {
     g.count += 1;
     for (i, f) in fields.iter().enumerate() {
-        acc_add(&mut g.accs[i], &f.func, &scratch[i], insert_only);
+        let a0 = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
+        let a1 = arg(f, &scratch[i], row, 1);
+        acc_add(&mut g.accs[i], &f.func, a0, a1, insert_only);
     }
     if keep {
-        let vals: Vec<Value> = scratch
+        let vals: Vec<Value> = fields
             .iter()
-            .map(|a| a.first().cloned().unwrap_or_default())
+            .enumerate()
+            .map(|(i, f)| arg(f, &scratch[i], row, 0).cloned().unwrap_or_default())
             .collect();
         if let Some((old_seq, _)) = g.members.insert(member.clone(), (seq, vals)) {
             g.order.remove(&old_seq);
@@ -406,11 +415,14 @@ fn retract_from(
     g: &mut Group,
     fields: &[AggField],
     scratch: &[Vec<Value>],
+    row: &[Value],
     keep: bool,
     member: &Key,
 ) {
     for (i, f) in fields.iter().enumerate() {
-        acc_remove(&mut g.accs[i], &f.func, &scratch[i]);
+        let a0 = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
+        let a1 = arg(f, &scratch[i], row, 1);
+        acc_remove(&mut g.accs[i], &f.func, a0, a1);
     }
     g.count -= 1;
     if keep {
@@ -424,27 +436,38 @@ fn retract_from(
 fn result_row(
     g: &Group,
     fields: &[AggField],
-    width: usize,
-    out_keys: &[usize],
+    layout: &[Slot],
     group_by: &[usize],
     row: &[Value],
 ) -> Row {
-    let mut out = vec![Value::Null; width];
-    for (k, &p) in out_keys.iter().enumerate() {
-        out[p] = row[group_by[k]].clone();
-    }
-    for (i, f) in fields.iter().enumerate() {
-        let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
-        out[f.out_pos] = if v.is_null() || v.field_type() == Some(f.ty) {
-            v
-        } else {
-            v.coerce(f.ty).unwrap_or(Value::Null)
-        };
+    let mut out = Vec::with_capacity(layout.len());
+    for slot in layout {
+        out.push(match *slot {
+            Slot::Key(k) => row[group_by[k]].clone(),
+            Slot::Field(i) => {
+                let f = &fields[i];
+                let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
+                if v.is_null() || v.field_type() == Some(f.ty) {
+                    v
+                } else {
+                    v.coerce(f.ty).unwrap_or(Value::Null)
+                }
+            }
+        });
     }
     out
 }
 
-fn num_add(acc: &mut Acc, v: &Value, sign: i64) {
+/// What fills one position of the output row.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot {
+    /// The k-th key field (from the input's group-by position k).
+    Key(usize),
+    /// The i-th aggregate field.
+    Field(usize),
+}
+
+fn num_add(acc: &mut Acc, v: &Value, sign: i64, squares: bool) {
     let Acc::Num {
         int,
         float,
@@ -466,47 +489,53 @@ fn num_add(acc: &mut Acc, v: &Value, sign: i64) {
             }
         }
     }
-    if let Some(f) = v.as_f64() {
-        *sq += sign as f64 * f * f;
+    if squares {
+        if let Some(f) = v.as_f64() {
+            *sq += sign as f64 * f * f;
+        }
     }
     *n += sign;
 }
 
-fn acc_add(acc: &mut Acc, func: &AggFn, args: &[Value], insert_only: bool) {
-    let v = args.first().cloned().unwrap_or_default();
+fn acc_add(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>, insert_only: bool) {
     match (acc, func) {
-        (acc @ Acc::Num { .. }, _) => num_add(acc, &v, 1),
+        (acc @ Acc::Num { .. }, f) => num_add(acc, v, 1, *f == AggFn::Std),
         (Acc::WAve { sw, swf }, _) => {
-            if let (Some(w), Some(f)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
+            if let (Some(w), Some(f)) = (v.as_f64(), a1.and_then(Value::as_f64)) {
                 *sw += w;
                 *swf += w * f;
             }
         }
         (Acc::Multi(m), _) => {
             if !v.is_null() {
-                *m.entry(v).or_insert(0) += 1;
+                match m.get_mut(v) {
+                    Some(c) => *c += 1,
+                    None => {
+                        m.insert(v.clone(), 1);
+                    }
+                }
             }
         }
         (Acc::Running(cur), f) => match f {
             AggFn::Max => {
-                if !v.is_null() && (cur.is_null() || v > *cur) {
-                    *cur = v;
+                if !v.is_null() && (cur.is_null() || *v > *cur) {
+                    *cur = v.clone();
                 }
             }
             AggFn::Min => {
-                if !v.is_null() && (cur.is_null() || v < *cur) {
-                    *cur = v;
+                if !v.is_null() && (cur.is_null() || *v < *cur) {
+                    *cur = v.clone();
                 }
             }
             AggFn::First => {
                 if cur.is_null() {
-                    *cur = v;
+                    *cur = v.clone();
                 }
             }
-            _ => *cur = v,
+            _ => *cur = v.clone(),
         },
         (Acc::Ring(r), AggFn::Lag(n)) => {
-            r.push_back(v);
+            r.push_back(v.clone());
             while r.len() > n + 1 {
                 r.pop_front();
             }
@@ -525,21 +554,20 @@ fn acc_add(acc: &mut Acc, func: &AggFn, args: &[Value], insert_only: bool) {
     }
 }
 
-fn acc_remove(acc: &mut Acc, _func: &AggFn, args: &[Value]) {
-    let v = args.first().cloned().unwrap_or_default();
+fn acc_remove(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>) {
     match acc {
-        Acc::Num { .. } => num_add(acc, &v, -1),
+        Acc::Num { .. } => num_add(acc, v, -1, *func == AggFn::Std),
         Acc::WAve { sw, swf } => {
-            if let (Some(w), Some(f)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
+            if let (Some(w), Some(f)) = (v.as_f64(), a1.and_then(Value::as_f64)) {
                 *sw -= w;
                 *swf -= w * f;
             }
         }
         Acc::Multi(m) => {
-            if let Some(c) = m.get_mut(&v) {
+            if let Some(c) = m.get_mut(v) {
                 *c -= 1;
                 if *c == 0 {
-                    m.remove(&v);
+                    m.remove(v);
                 }
             }
         }
