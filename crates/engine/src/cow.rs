@@ -3,9 +3,10 @@
 //! increment per shard instead of a copy of the state.
 //!
 //! Taking a snapshot ([`Clone::clone`]) shares every shard. The first change to a shard
-//! afterwards copies that shard only (`Arc::make_mut`), so the work of copying is spread over
-//! the events that follow, one shard at a time, and no single event waits for more than one
-//! shard's copy. Shards double when the map grows past [`SHARD_TARGET`] entries per shard.
+//! afterwards copies that shard only (`Arc::make_mut`), and the shard holds its values behind
+//! `Arc`s too, so copying a shard copies keys and pointers, not rows: an event that meets a
+//! shared shard waits for at most [`SHARD_TARGET`] pointer copies plus a copy of the one value
+//! it changes. Shards double when the map grows past [`SHARD_TARGET`] entries per shard.
 //!
 //! Iteration order is shard by shard, insertion order within a shard (with `swap_remove`
 //! semantics). It depends only on the sequence of operations and the shard count, which a
@@ -20,12 +21,12 @@ use rustc_hash::FxHasher;
 use crate::state::FxIndexMap;
 
 /// Entries per shard before the shard count doubles.
-pub const SHARD_TARGET: usize = 2048;
+pub const SHARD_TARGET: usize = 128;
 
 /// A copy-on-write sharded insertion-ordered map (see the module documentation).
 #[derive(Debug)]
 pub struct CowMap<K, V> {
-    shards: Vec<Arc<FxIndexMap<K, V>>>,
+    shards: Vec<Arc<FxIndexMap<K, Arc<V>>>>,
     len: usize,
 }
 
@@ -54,6 +55,11 @@ impl<K: Hash + Eq + Clone, V: Clone + PartialEq> PartialEq for CowMap<K, V> {
             && self.shards.len() == other.shards.len()
             && self.iter().eq(other.iter())
     }
+}
+
+/// The value out of its `Arc`, copied only when a snapshot still shares it.
+fn unwrap_or_clone<V: Clone>(v: Arc<V>) -> V {
+    Arc::try_unwrap(v).unwrap_or_else(|a| (*a).clone())
 }
 
 fn shard_of<Q: Hash + ?Sized>(key: &Q, shards: usize) -> usize {
@@ -91,11 +97,11 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         self.len == 0
     }
 
-    fn shard(&self, key: &K) -> &FxIndexMap<K, V> {
+    fn shard(&self, key: &K) -> &FxIndexMap<K, Arc<V>> {
         &self.shards[shard_of(key, self.shards.len())]
     }
 
-    fn shard_mut(&mut self, key: &K) -> &mut FxIndexMap<K, V> {
+    fn shard_mut(&mut self, key: &K) -> &mut FxIndexMap<K, Arc<V>> {
         let i = shard_of(key, self.shards.len());
         Arc::make_mut(&mut self.shards[i])
     }
@@ -107,13 +113,15 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     /// The value of `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.shard(key).get(key)
+        self.shard(key).get(key).map(|v| &**v)
     }
 
     /// The value of `key`, for change (copies its shard first if a snapshot shares it).
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = shard_of(key, self.shards.len());
-        Arc::make_mut(&mut self.shards[i]).get_mut(key)
+        Arc::make_mut(&mut self.shards[i])
+            .get_mut(key)
+            .map(Arc::make_mut)
     }
 
     /// The value of a key given by an equivalent borrowed form (no owned key is built).
@@ -122,12 +130,17 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         Q: Hash + indexmap::Equivalent<K> + ?Sized,
     {
         let i = shard_of(key, self.shards.len());
-        Arc::make_mut(&mut self.shards[i]).get_mut(key)
+        Arc::make_mut(&mut self.shards[i])
+            .get_mut(key)
+            .map(Arc::make_mut)
     }
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let old = self.shard_mut(&key).insert(key, value);
+        let old = self
+            .shard_mut(&key)
+            .insert(key, Arc::new(value))
+            .map(unwrap_or_clone);
         if old.is_none() {
             self.len += 1;
             self.maybe_grow();
@@ -145,10 +158,10 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         let i = shard_of(&key, self.shards.len());
         let shard = Arc::make_mut(&mut self.shards[i]);
         match shard.entry(key) {
-            indexmap::map::Entry::Occupied(o) => o.into_mut(),
+            indexmap::map::Entry::Occupied(o) => Arc::make_mut(o.into_mut()),
             indexmap::map::Entry::Vacant(v) => {
                 self.len += 1;
-                v.insert(make())
+                Arc::make_mut(v.insert(Arc::new(make())))
             }
         }
     }
@@ -156,7 +169,9 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     /// Removes `key` (the shard's last entry takes its place).
     pub fn swap_remove(&mut self, key: &K) -> Option<V> {
         let i = shard_of(key, self.shards.len());
-        let v = Arc::make_mut(&mut self.shards[i]).swap_remove(key);
+        let v = Arc::make_mut(&mut self.shards[i])
+            .swap_remove(key)
+            .map(unwrap_or_clone);
         if v.is_some() {
             self.len -= 1;
         }
@@ -168,7 +183,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
             return;
         }
         let n = self.shards.len() * 2;
-        let mut next: Vec<FxIndexMap<K, V>> = (0..n).map(|_| FxIndexMap::default()).collect();
+        let mut next: Vec<FxIndexMap<K, Arc<V>>> = (0..n).map(|_| FxIndexMap::default()).collect();
         for shard in self.shards.drain(..) {
             let shard = Arc::try_unwrap(shard).unwrap_or_else(|a| (*a).clone());
             for (k, v) in shard {
@@ -181,12 +196,14 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     /// Entries in iteration order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|s| s.iter())
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, v)| (k, &**v)))
     }
 
     /// Values in iteration order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|s| s.values())
+        self.shards.iter().flat_map(|s| s.values().map(|v| &**v))
     }
 }
 

@@ -335,9 +335,6 @@ impl<'a> Dec<'a> {
         }
         let n = self.u64()?;
         let n = self.count(n, min)?;
-        if n > shards * crate::cow::SHARD_TARGET {
-            return Err(self.bad(format!("{n} entries cannot be in {shards} shard(s)")));
-        }
         let mut m = CowMap::with_shards(shards);
         for _ in 0..n {
             let k = self.key()?;

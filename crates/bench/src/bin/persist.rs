@@ -1,0 +1,259 @@
+//! `sluice-persist-bench`: persist and restore of aggregate state, against the disk.
+//!
+//! ```text
+//! cargo run --release -p sluice-bench --bin sluice-persist-bench -- --keys 1000000,10000000
+//! ```
+//!
+//! For each key count: an aggregate window with that many groups is built; then it measures
+//! the processing pause of a persist (`Engine::freeze`), the encode and write time and MB/s
+//! (`sluice_persist::write_snapshot`, fsync included), the restore time and MB/s (verified
+//! read + decode into a fresh engine), and the longest time a block of events waited while a
+//! persist ran beside it, next to the longest without a persist. The disk's sequential write
+//! and read bandwidth are measured in the same run with `dd` and direct I/O, so the ratio is
+//! what to read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use sluice_engine::{Engine, NullSink};
+use sluice_event::{Event, EventBlock, MsgId, Value};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const MODEL: &str = r#"<project name="persist_bench"><contqueries><contquery name="cq">
+<windows>
+  <window-source name="trades" insert-only="true" index="pi_EMPTY">
+    <schema-string>id*:int64,account:int64,quantity:int32,price:double</schema-string>
+  </window-source>
+  <window-aggregate name="byAccount">
+    <schema-string>account*:int64,n:int64,total:int64,hi:double</schema-string>
+    <output><field-expr>ESP_aCount()</field-expr><field-expr>ESP_aSum(quantity)</field-expr><field-expr>ESP_aMax(price)</field-expr></output>
+  </window-aggregate>
+</windows>
+<edges><edge source="trades" target="byAccount"/></edges>
+</contquery></contqueries></project>"#;
+
+fn block(from: u64, n: u64, keys: u64) -> EventBlock {
+    let events = (from..from + n)
+        .map(|i| {
+            Event::insert(vec![
+                Value::Int64(i as i64),
+                Value::Int64((i % keys) as i64),
+                Value::Int32((i % 1000) as i32),
+                Value::Double((i % 10_000) as f64 / 100.0),
+            ])
+        })
+        .collect();
+    EventBlock::new(MsgId(from), events)
+}
+
+fn engine() -> Engine {
+    let spec = sluice_model::parse_project(MODEL, &|_: &str| None).expect("model");
+    Engine::new(&spec).expect("compiles")
+}
+
+fn mb(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+/// `dd` with direct I/O: (write MB/s, read MB/s).
+fn disk_bandwidth(dir: &Path) -> Option<(f64, f64)> {
+    let f = dir.join("dd.bin");
+    let rate = |out: &std::process::Output| -> Option<f64> {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let line = text.lines().last()?;
+        // "... bytes (... GB, ... GiB) copied, 0.7 s, 1.5 GB/s"
+        let tail = line.rsplit(", ").next()?;
+        let mut it = tail.split_whitespace();
+        let v: f64 = it.next()?.replace(',', ".").parse().ok()?;
+        Some(match it.next()? {
+            "GB/s" => v * 1000.0,
+            "MB/s" => v,
+            "kB/s" => v / 1000.0,
+            _ => return None,
+        })
+    };
+    let w = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", f.display()),
+            "bs=4M",
+            "count=256",
+            "oflag=direct",
+        ])
+        .output()
+        .ok()?;
+    let r = Command::new("dd")
+        .args([
+            &format!("if={}", f.display()),
+            "of=/dev/null",
+            "bs=4M",
+            "iflag=direct",
+        ])
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(&f);
+    Some((rate(&w)?, rate(&r)?))
+}
+
+fn run(keys: u64, dir: &Path) {
+    const BLOCK: u64 = 1024;
+    let mut e = engine();
+    let src = e.window("cq", "trades").unwrap();
+    let t = Instant::now();
+    let mut at = 0;
+    while at < keys {
+        let n = BLOCK.min(keys - at);
+        e.inject(src, block(at, n, keys), 0, &mut NullSink).unwrap();
+        at += n;
+    }
+    println!("  {keys} keys built in {:.2} s", t.elapsed().as_secs_f64());
+
+    // Longest block wait with no persist going on.
+    let mut quiet = Duration::ZERO;
+    for i in 0..200 {
+        let t = Instant::now();
+        e.inject(src, block(keys + i * BLOCK, BLOCK, keys), 0, &mut NullSink)
+            .unwrap();
+        quiet = quiet.max(t.elapsed());
+    }
+    let next = keys + 200 * BLOCK;
+
+    // The persist: freeze on this thread, encode + write on another while blocks go on.
+    let snap_dir = dir.join(format!("snap-{keys}"));
+    let t0 = Instant::now();
+    let frozen = e.freeze();
+    let pause = t0.elapsed();
+    let fingerprint = e.fingerprint();
+    let sd = snap_dir.clone();
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        let windows = frozen.encode();
+        let encoded = t.elapsed();
+        let snap = sluice_persist::Snapshot {
+            project: "persist_bench".into(),
+            fingerprint,
+            state: sluice_persist::ProjectState {
+                project: "persist_bench".into(),
+                publishers: vec![],
+                subscribers: vec![],
+            },
+            windows,
+        };
+        let t2 = Instant::now();
+        let bytes = sluice_persist::write_snapshot(&sd, &snap, 0).expect("persist");
+        (encoded, t2.elapsed(), bytes, t.elapsed())
+    });
+    let mut busy = Duration::ZERO;
+    let mut blocks = 0u64;
+    while !writer.is_finished() {
+        let t = Instant::now();
+        e.inject(
+            src,
+            block(next + blocks * BLOCK, BLOCK, keys),
+            0,
+            &mut NullSink,
+        )
+        .unwrap();
+        busy = busy.max(t.elapsed());
+        blocks += 1;
+    }
+    let (encoded, written, bytes, total) = writer.join().unwrap();
+
+    // Restore into a fresh engine.
+    let t = Instant::now();
+    let snap = sluice_persist::read_snapshot(&snap_dir, "persist_bench", fingerprint)
+        .expect("verified read");
+    let read = t.elapsed();
+    let mut r = engine();
+    let t2 = Instant::now();
+    r.restore_windows(&snap.windows).expect("restore");
+    let decoded = t2.elapsed();
+    let restored = t.elapsed();
+    let agg = r.window("cq", "byAccount").unwrap();
+    assert_eq!(r.row_count(agg), keys as usize, "restored group count");
+    println!(
+        "  persist: pause {:.3} ms; encode {:.3} s + write {:.3} s = {:.3} s for {:.1} MB ({:.0} MB/s overall, write {:.0} MB/s)",
+        pause.as_secs_f64() * 1e3,
+        encoded.as_secs_f64(),
+        written.as_secs_f64(),
+        total.as_secs_f64(),
+        bytes as f64 / 1e6,
+        mb(bytes, total),
+        mb(bytes, written)
+    );
+    println!(
+        "  restore: {:.3} s ({:.0} MB/s): verified read {:.3} s + decode {:.3} s",
+        restored.as_secs_f64(),
+        mb(bytes, restored),
+        read.as_secs_f64(),
+        decoded.as_secs_f64()
+    );
+    println!(
+        "  longest wait of a {BLOCK}-event block: {:.3} ms while persisting ({blocks} blocks ran meanwhile), {:.3} ms without",
+        busy.as_secs_f64() * 1e3,
+        quiet.as_secs_f64() * 1e3
+    );
+    println!(
+        "RESULT keys={keys} bytes={bytes} pause_ms={:.3} persist_s={:.3} restore_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3}",
+        pause.as_secs_f64() * 1e3,
+        total.as_secs_f64(),
+        restored.as_secs_f64(),
+        busy.as_secs_f64() * 1e3,
+        quiet.as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&snap_dir);
+}
+
+fn main() -> ExitCode {
+    let mut keys: Vec<u64> = vec![1_000_000];
+    let mut dir: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--keys" => {
+                let Some(v) = args.next() else {
+                    eprintln!("--keys needs a comma-separated list");
+                    return ExitCode::from(2);
+                };
+                match v.split(',').map(|k| k.trim().parse()).collect() {
+                    Ok(k) => keys = k,
+                    Err(_) => {
+                        eprintln!("--keys '{v}' is not a list of whole numbers");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            "--dir" => dir = args.next().map(PathBuf::from),
+            "-h" | "--help" => {
+                println!("sluice-persist-bench [--keys 1000000,10000000] [--dir DIR (default: a new directory under the temp dir)]");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument '{other}' (see --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sluice-persist-bench-{}", std::process::id()))
+    });
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    match disk_bandwidth(&dir) {
+        Some((w, r)) => {
+            println!("disk (dd, direct I/O, 1 GiB): write {w:.0} MB/s, read {r:.0} MB/s")
+        }
+        None => println!("disk: dd with direct I/O did not run here (no figure)"),
+    }
+    for k in keys {
+        println!("aggregate state of {k} keys:");
+        run(k, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ExitCode::SUCCESS
+}
