@@ -139,14 +139,12 @@ impl KeyedStore {
             // Decision 8.7: the retention deletes an insert causes go out before it (the
             // window never shows N+1 rows downstream). `after_insert` still covers N = 0.
             (RetentionKind::ByCountSliding, _) if r.amount > 0 => {
-                while self.rows.len() as u64 >= r.amount {
-                    let Some((_, key)) = r.order.pop_first() else {
-                        break;
-                    };
-                    if let Some(e) = self.rows.swap_remove(&key) {
-                        out.push(retention_delete(e.row));
-                    }
-                }
+                evict_oldest_until(
+                    &mut self.rows,
+                    &mut r.order,
+                    r.amount.saturating_sub(1),
+                    out,
+                );
             }
             (RetentionKind::ByCountJumping, _) if self.rows.len() as u64 >= r.amount => {
                 self.evict_all(out);
@@ -157,15 +155,7 @@ impl KeyedStore {
                 r.latest = Some(latest);
                 let horizon = latest.saturating_sub(r.amount as i64);
                 // Boundary inclusive: rows exactly T older than the newest are retained out.
-                while let Some((&(time, seq), _)) = r.order.first_key_value() {
-                    if time > horizon {
-                        break;
-                    }
-                    let key = r.order.remove(&(time, seq)).expect("present");
-                    if let Some(e) = self.rows.swap_remove(&key) {
-                        out.push(retention_delete(e.row));
-                    }
-                }
+                evict_older(&mut self.rows, &mut r.order, horizon, out);
             }
             (RetentionKind::ByTimeJumping, Some(f)) => {
                 let Some(t) = row[f].as_i64() else { return };
@@ -192,25 +182,10 @@ impl KeyedStore {
             (r.kind, r.time_field, r.latest)
         {
             let horizon = latest.saturating_sub(r.amount as i64);
-            while let Some((&(time, seq), _)) = r.order.first_key_value() {
-                if time > horizon {
-                    break;
-                }
-                let key = r.order.remove(&(time, seq)).expect("present");
-                if let Some(e) = self.rows.swap_remove(&key) {
-                    out.push(retention_delete(e.row));
-                }
-            }
+            evict_older(&mut self.rows, &mut r.order, horizon, out);
         }
         if r.kind == RetentionKind::ByCountSliding {
-            while self.rows.len() as u64 > r.amount {
-                let Some((_, key)) = r.order.pop_first() else {
-                    break;
-                };
-                if let Some(e) = self.rows.swap_remove(&key) {
-                    out.push(retention_delete(e.row));
-                }
-            }
+            evict_oldest_until(&mut self.rows, &mut r.order, r.amount, out);
         }
     }
 
@@ -223,15 +198,7 @@ impl KeyedStore {
         match r.kind {
             RetentionKind::ByTimeSliding => {
                 let horizon = now.saturating_sub(r.amount as i64);
-                while let Some((&(time, seq), _)) = r.order.first_key_value() {
-                    if time > horizon {
-                        break;
-                    }
-                    let key = r.order.remove(&(time, seq)).expect("present");
-                    if let Some(e) = self.rows.swap_remove(&key) {
-                        out.push(retention_delete(e.row));
-                    }
-                }
+                evict_older(&mut self.rows, &mut r.order, horizon, out);
             }
             RetentionKind::ByTimeJumping => {
                 let len = r.amount.max(1) as i64;
@@ -350,6 +317,41 @@ impl KeyedStore {
     /// Rows in storage order.
     pub fn rows(&self) -> impl Iterator<Item = &Row> {
         self.rows.values().map(|e| &e.row)
+    }
+}
+
+/// Retention-deletes the rows whose retention time is at or before `horizon`.
+fn evict_older(
+    rows: &mut CowMap<Key, Entry>,
+    order: &mut BTreeMap<(i64, u64), Key>,
+    horizon: i64,
+    out: &mut Vec<Event>,
+) {
+    while let Some((&(time, seq), _)) = order.first_key_value() {
+        if time > horizon {
+            break;
+        }
+        let key = order.remove(&(time, seq)).expect("present");
+        if let Some(e) = rows.swap_remove(&key) {
+            out.push(retention_delete(e.row));
+        }
+    }
+}
+
+/// Retention-deletes the oldest rows until at most `keep` remain.
+fn evict_oldest_until(
+    rows: &mut CowMap<Key, Entry>,
+    order: &mut BTreeMap<(i64, u64), Key>,
+    keep: u64,
+    out: &mut Vec<Event>,
+) {
+    while rows.len() as u64 > keep {
+        let Some((_, key)) = order.pop_first() else {
+            break;
+        };
+        if let Some(e) = rows.swap_remove(&key) {
+            out.push(retention_delete(e.row));
+        }
     }
 }
 
