@@ -163,7 +163,8 @@ fn runbook_through_the_client() {
     ]);
     assert_eq!(o.code, 1);
     assert!(
-        o.stderr.starts_with("sluice client: HTTP 422: snapshot '/tmp/snap' cannot be restored")
+        o.stderr
+            .starts_with("sluice client: HTTP 422: snapshot '/tmp/snap' cannot be restored")
             && o.stderr.contains("has no MANIFEST"),
         "{}",
         o.stderr
