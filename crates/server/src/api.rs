@@ -281,6 +281,17 @@ async fn route(st: &Arc<AppState>, r: Req<'_>) -> Result<Reply, ApiError> {
         }
         ["projects", _, "state"] => Err(method_not_allowed(m, "projects/{name}/state", "PUT")),
         ["projectXml"] if is(&Method::GET) => project_xml(st, &r.q),
+        ["projectStatus"] if is(&Method::GET) => {
+            let mut e = Elem::new("project-statuses");
+            for (n, v) in st.registry.all() {
+                e = e.child(project_status(&n, &v));
+            }
+            Ok(Reply::Tree(e))
+        }
+        ["projectStatus", name] if is(&Method::GET) => {
+            let v = st.registry.get(name)?;
+            Ok(Reply::Tree(project_status(name, &v)))
+        }
         ["runningProjects"] | ["stoppedProjects"] if is(&Method::GET) => {
             list_projects(st, &r.q, Some(r.segs[0] == "runningProjects"))
         }
@@ -329,7 +340,7 @@ fn server_info(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
         .attr("sluice-version", env!("CARGO_PKG_VERSION"))
         .attr("engine", "sluice")
         .attr("analytics-license", "true")
-        .attr("primary-server", "true")
+        .attr("primary-server", primary_server(st))
         .attr("http", st.http_addr.port());
     if let Some(p) = st.pubsub_addr {
         e = e.attr("pubsub", p.port());
@@ -442,6 +453,79 @@ async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> 
             "unknown server state '{other}' (use stopped, reloaded or persisted)"
         ))),
     }
+}
+
+/// True unless some hot failover subscriber of this server is not the active writer now.
+fn primary_server(st: &AppState) -> bool {
+    st.registry
+        .all()
+        .iter()
+        .filter_map(|(_, v)| v.handle.as_ref())
+        .all(|h| h.kafka_status().primary())
+}
+
+/// `GET projectStatus/{p}`: the project's Kafka inputs (position, lag) and Kafka outputs
+/// (hot failover role, buffer, gaps).
+fn project_status(name: &str, v: &ProjectView) -> Elem {
+    let mut e = Elem::new("project-status")
+        .attr("name", name)
+        .attr("state", if v.running { "running" } else { "stopped" })
+        .attr(
+            "connectors",
+            if v.connectors_started {
+                "started"
+            } else {
+                "stopped"
+            },
+        );
+    let Some(h) = &v.handle else { return e };
+    let k = h.kafka_status();
+    e = e.attr("primary", k.primary());
+    for i in &k.inputs {
+        let mut c = Elem::new("kafka-input")
+            .attr("connector", &i.connector)
+            .attr("topic", &i.topic)
+            .attr("partition", i.partition)
+            .attr("next-offset", i.position)
+            .attr("events", i.events)
+            .attr("bad-records", i.bad_records);
+        if let Some(l) = i.lag {
+            c = c.attr("lag", l).attr("in-sync", i.in_sync);
+        }
+        e = e.child(c);
+    }
+    for o in &k.outputs {
+        let mut c = Elem::new("kafka-output")
+            .attr("connector", &o.connector)
+            .attr("topic", &o.topic)
+            .attr("partition", o.partition)
+            .attr("hotfailover", o.hotfailover)
+            .attr("role", &o.role)
+            .attr("publishing", o.publishing)
+            .attr("sent", o.sent)
+            .attr("delivery-failures", o.delivery_failures);
+        if let Some(l) = &o.last_output_id {
+            c = c.attr("last-output-id", l);
+        }
+        if o.hotfailover {
+            c = c
+                .attr("buffered", o.buffered)
+                .attr("takeovers", o.takeovers)
+                .attr("purges", o.purges)
+                .attr("gaps", o.gaps);
+            if let Some(g) = &o.last_gap {
+                c = c.attr("last-gap", g);
+            }
+            if let Some(n) = &o.node {
+                c = c.attr("node", n);
+            }
+            if let Some(n) = &o.watching {
+                c = c.attr("watching", n);
+            }
+        }
+        e = e.child(c);
+    }
+    e
 }
 
 fn project_elem(name: &str, v: &ProjectView) -> Elem {
@@ -1259,6 +1343,24 @@ fn connector_info() -> Elem {
                 .attr("label", "fs")
                 .attr("type", "subscriber")
                 .attr("description", "writes window output as CSV lines"),
+        )
+        .child(
+            Elem::new("connector")
+                .attr("label", "kafka")
+                .attr("type", "publisher")
+                .attr(
+                    "description",
+                    "reads one topic partition (kafkatype=csv|json|binary; useoffsetmsgid)",
+                ),
+        )
+        .child(
+            Elem::new("connector")
+                .attr("label", "kafka")
+                .attr("type", "subscriber")
+                .attr(
+                    "description",
+                    "writes window output to a topic partition, one record per output block; hotfailover=true for 1+N failover",
+                ),
         )
 }
 

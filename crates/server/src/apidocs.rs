@@ -40,6 +40,11 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/projectXml",
         "the XML of loaded projects (name=, filter=)",
     ),
+    (
+        "get",
+        "/projectStatus/{name}",
+        "Kafka input positions and lag, Kafka output and hot failover state (also /projectStatus)",
+    ),
     ("get", "/runningProjects", "running projects"),
     ("get", "/stoppedProjects", "stopped projects"),
     ("post", "/runningProjects", "start matching projects"),

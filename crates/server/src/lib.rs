@@ -10,6 +10,7 @@
 //! - [`api`]: the REST endpoints; [`reply`]: XML/JSON replies and errors.
 //! - [`events`]: event text in (CSV, XML, JSON) and out; [`filter`]: functional filters.
 //! - [`ws`]: WebSocket publishers and subscribers; [`pubsub`]: the `--pubsub` port protocol.
+//! - [`kafka`]: Kafka publishers and subscribers in a project thread, and hot failover.
 //! - [`logging`]: log lines and run-time logger levels.
 //!
 //! Start with [`Server::start`]: it binds the ports, loads the `--model` projects and serves
@@ -20,6 +21,7 @@ pub mod apidocs;
 pub mod cli;
 pub mod events;
 pub mod filter;
+pub mod kafka;
 pub mod logging;
 pub mod project;
 pub mod pubsub;

@@ -11,14 +11,18 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// The loggers that always exist.
-pub const LOGGERS: [&str; 6] = [
+pub const LOGGERS: [&str; 7] = [
     "esp",
     "esp.server",
     "esp.http",
     "esp.windows",
     "esp.connectors",
     "esp.pubsub",
+    "esp.failover",
 ];
+
+/// Loggers whose level also drives the log lines of a library crate (its tracing target).
+const ALIASES: [(&str, &str); 1] = [("esp.failover", "sluice_ha")];
 
 /// Levels a logger accepts.
 pub const LEVELS: [&str; 7] = ["trace", "debug", "info", "warn", "error", "fatal", "off"];
@@ -105,6 +109,11 @@ impl LogControl {
         let mut s = String::from("warn");
         for (k, v) in &levels {
             s.push_str(&format!(",{k}={v}"));
+        }
+        for (logger, target) in ALIASES {
+            if let Some(v) = levels.get(logger) {
+                s.push_str(&format!(",{target}={v}"));
+            }
         }
         s
     }

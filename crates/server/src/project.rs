@@ -17,7 +17,10 @@ use sluice_model::{ConnectorDirection, ConnectorSpec, ProjectSpec};
 use sluice_runtime::BadEvents;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::kafka::{KafkaPub, KafkaStatus, KafkaSub, SharedStatus};
 use crate::reply::ApiError;
+use sluice_ha::OutputId;
+use sluice_kafka::KafkaPublisher;
 
 /// A window of a compiled project, as the API shows it.
 #[derive(Clone, Debug)]
@@ -143,6 +146,8 @@ pub enum Cmd {
 #[derive(Clone)]
 pub struct ProjectHandle {
     tx: SyncSender<Cmd>,
+    /// The project's Kafka connectors as REST shows them (refreshed by the project thread).
+    pub status: SharedStatus,
 }
 
 /// Capacity of a project's command queue (senders wait when it is full).
@@ -151,6 +156,14 @@ const QUEUE: usize = 4096;
 pub const SUB_QUEUE: usize = 1024;
 
 impl ProjectHandle {
+    /// The Kafka connectors' status now.
+    pub fn kafka_status(&self) -> KafkaStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Sends a command, waiting (off the async workers) when the queue is full. False when
     /// the project thread is gone.
     pub fn send(&self, cmd: Cmd) -> bool {
@@ -202,6 +215,7 @@ pub fn spawn(
         .collect();
     let name = spec.name.clone();
     let heartbeat = Duration::from_secs(u64::from(spec.heartbeat_interval_secs.max(1)));
+    let status = SharedStatus::default();
     let mut t = ProjectThread {
         spec,
         engine,
@@ -212,6 +226,7 @@ pub fn spawn(
         sink: ProjectSink {
             paths,
             fs: BTreeMap::new(),
+            kafka: BTreeMap::new(),
             clients: BTreeMap::new(),
             bad,
             capture: None,
@@ -220,17 +235,24 @@ pub fn spawn(
         client_seq: 0,
         injected: 0,
         resume: BTreeMap::new(),
+        kpubs: Vec::new(),
+        resume_kafka: BTreeMap::new(),
+        marks: BTreeMap::new(),
+        status: status.clone(),
+        next_status: Instant::now(),
+        next_lag: Instant::now(),
         persist_lock: Arc::new(std::sync::Mutex::new(())),
     };
     std::thread::Builder::new()
         .name(format!("project-{name}"))
         .spawn(move || t.run(rx))?;
-    Ok(ProjectHandle { tx })
+    Ok(ProjectHandle { tx, status })
 }
 
 struct ProjectSink {
     paths: Vec<String>,
     fs: BTreeMap<WindowId, Vec<FsSubscriber>>,
+    kafka: BTreeMap<WindowId, Vec<KafkaSub>>,
     clients: BTreeMap<WindowId, Vec<mpsc::Sender<SubMsg>>>,
     bad: BadEvents,
     /// Refusals of the current injection, for its reply.
@@ -248,6 +270,11 @@ impl Sink for ProjectSink {
                         self.io_error = Some(e.to_string());
                     }
                 }
+            }
+        }
+        if let Some(subs) = self.kafka.get_mut(&window) {
+            for s in subs {
+                s.output(id, events);
             }
         }
         if let Some(clients) = self.clients.get_mut(&window) {
@@ -297,19 +324,34 @@ struct ProjectThread {
     /// Input positions of publishers not running now (stopped, or from a restored snapshot),
     /// by `project/cq/window/connector`: they resume there when connectors start.
     resume: BTreeMap<String, u64>,
+    /// Running Kafka publishers.
+    kpubs: Vec<KafkaPub>,
+    /// Next offsets of Kafka publishers not running now (stopped, or from a restored
+    /// snapshot), by `project/cq/window/connector`.
+    resume_kafka: BTreeMap<String, (String, i32, i64)>,
+    /// Last output IDs of Kafka subscribers not running now, by full connector name.
+    marks: BTreeMap<String, OutputId>,
+    status: SharedStatus,
+    next_status: Instant,
+    next_lag: Instant,
     /// Serialises snapshot writes of this project.
     persist_lock: Arc<std::sync::Mutex<()>>,
 }
 
 /// Blocks of one publisher read between two looks at the command queue.
 const CHUNK: usize = 256;
+/// Longest wait for a command while Kafka connectors run.
+const KAFKA_WAIT: Duration = Duration::from_millis(5);
 
 impl ProjectThread {
     fn run(&mut self, rx: Receiver<Cmd>) {
         let mut next_beat = Instant::now() + self.heartbeat;
         let mut next_rate = Instant::now() + self.cfg.rate_interval;
+        let mut kafka_got = false;
         loop {
-            let busy = self.running && self.publishers.iter().any(|p| !p.done);
+            let fs_busy = self.running && self.publishers.iter().any(|p| !p.done);
+            let busy = fs_busy || kafka_got;
+            let kafka_live = !self.kpubs.is_empty() || !self.sink.kafka.is_empty();
             // Commands first: up to a bounded number while publishers are busy.
             let mut handled = 0;
             loop {
@@ -320,7 +362,11 @@ impl ProjectThread {
                         Err(TryRecvError::Disconnected) => return self.finish(),
                     }
                 } else {
-                    let wait = next_beat.saturating_duration_since(Instant::now());
+                    let mut wait = next_beat.saturating_duration_since(Instant::now());
+                    if kafka_live {
+                        // Kafka input is polled, not pushed: look again soon.
+                        wait = wait.min(KAFKA_WAIT);
+                    }
                     match rx.recv_timeout(wait) {
                         Ok(c) => c,
                         Err(RecvTimeoutError::Timeout) => break,
@@ -348,10 +394,103 @@ impl ProjectThread {
                 next_rate = now + self.cfg.rate_interval;
                 self.log_rates(now);
             }
-            if busy {
+            if fs_busy {
                 self.pump();
             }
+            kafka_got = self.running && !self.kpubs.is_empty() && self.pump_kafka();
+            if kafka_live {
+                self.poll_kafka(now);
+            }
         }
+    }
+
+    /// Reads up to [`CHUNK`] records from each Kafka publisher without waiting. True when
+    /// some record came.
+    fn pump_kafka(&mut self) -> bool {
+        let mut got = false;
+        for i in 0..self.kpubs.len() {
+            for _ in 0..CHUNK {
+                let p = &mut self.kpubs[i];
+                let batch = match p.publisher.next_batch(Duration::ZERO) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(e) => {
+                        p.errors += 1;
+                        if p.last_error
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                        {
+                            p.last_error = Some(Instant::now());
+                            tracing::error!(target: "esp.connectors", "connector {}: {e} ({} error(s) so far); retrying", p.name, p.errors);
+                        }
+                        break;
+                    }
+                };
+                got = true;
+                for b in &batch.bad {
+                    p.bad += 1;
+                    let reason = format!(
+                        "topic '{}' partition {} offset {}: {}",
+                        b.topic, b.partition, b.offset, b.reason
+                    );
+                    tracing::warn!(target: "esp.connectors", "connector {}: bad record: {reason}", p.name);
+                    self.sink
+                        .bad
+                        .line(&p.name, b.offset.max(0) as u64, &b.text, &reason);
+                }
+                if batch.block.events.is_empty() {
+                    continue;
+                }
+                let n = batch.block.events.len() as u64;
+                p.events += n;
+                self.injected += n;
+                let window = p.window;
+                let _ = self.engine.inject(
+                    window,
+                    batch.block,
+                    sluice_runtime::now_micros(),
+                    &mut self.sink,
+                );
+            }
+        }
+        if got {
+            self.flush_subscribers();
+        }
+        got
+    }
+
+    /// Failover roles, delivery failures, lag and the REST status of the Kafka connectors.
+    fn poll_kafka(&mut self, now: Instant) {
+        let mut dirty = false;
+        for subs in self.sink.kafka.values_mut() {
+            for s in subs {
+                s.poll();
+                dirty |= std::mem::take(&mut s.dirty);
+            }
+        }
+        if now >= self.next_lag {
+            self.next_lag = now + Duration::from_secs(1);
+            for p in &mut self.kpubs {
+                p.measure_lag();
+            }
+            dirty = true;
+        }
+        if dirty || now >= self.next_status {
+            self.next_status = now + Duration::from_millis(250);
+            self.refresh_status();
+        }
+    }
+
+    fn refresh_status(&mut self) {
+        let st = KafkaStatus {
+            inputs: self.kpubs.iter().map(|p| p.status()).collect(),
+            outputs: self
+                .sink
+                .kafka
+                .values()
+                .flat_map(|v| v.iter().map(|s| s.status()))
+                .collect(),
+        };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = st;
     }
 
     fn finish(&mut self) {
@@ -479,8 +618,50 @@ impl ProjectThread {
         for p in &self.publishers {
             at.insert(p.name.clone(), p.publisher.position());
         }
-        at.into_iter()
+        let mut out: Vec<sluice_persist::Position> = at
+            .into_iter()
             .map(|(connector, line)| sluice_persist::Position::Fs { connector, line })
+            .collect();
+        let mut kafka = self.resume_kafka.clone();
+        for p in &self.kpubs {
+            kafka.insert(
+                p.name.clone(),
+                (
+                    p.publisher.topic().to_string(),
+                    p.publisher.partition(),
+                    p.publisher.position(),
+                ),
+            );
+        }
+        out.extend(
+            kafka
+                .into_iter()
+                .map(
+                    |(connector, (topic, partition, offset))| sluice_persist::Position::Kafka {
+                        connector,
+                        topic,
+                        partition,
+                        offset,
+                    },
+                ),
+        );
+        out
+    }
+
+    /// The last output ID of every Kafka subscriber, running or not.
+    fn output_marks(&self) -> Vec<sluice_persist::OutputMark> {
+        let mut marks = self.marks.clone();
+        for s in self.sink.kafka.values().flatten() {
+            if let Some(l) = s.last {
+                marks.insert(s.name.clone(), l);
+            }
+        }
+        marks
+            .into_iter()
+            .map(|(connector, id)| sluice_persist::OutputMark {
+                connector,
+                last_output_id: id.to_string(),
+            })
             .collect()
     }
 
@@ -494,7 +675,7 @@ impl ProjectThread {
             state: sluice_persist::ProjectState {
                 project: name.clone(),
                 publishers: self.positions(),
-                subscribers: Vec::new(),
+                subscribers: self.output_marks(),
             },
             windows: Default::default(),
         };
@@ -550,26 +731,44 @@ impl ProjectThread {
         let snap = sluice_persist::read_snapshot(dir, &name, self.engine.fingerprint())
             .map_err(|e| refused(e.to_string()))?;
         let mut resume = BTreeMap::new();
+        let mut resume_kafka = BTreeMap::new();
         for p in &snap.state.publishers {
             match p {
                 sluice_persist::Position::Fs { connector, line } => {
                     resume.insert(connector.clone(), *line);
                 }
-                other => {
-                    return Err(refused(format!(
-                        "input position {other:?} is of a connector kind this server cannot resume"
-                    )))
+                sluice_persist::Position::Kafka {
+                    connector,
+                    topic,
+                    partition,
+                    offset,
+                } => {
+                    // DESIGN.md decision 5: the broker must still hold every record from the
+                    // snapshot's offset on, or nothing is restored.
+                    self.check_kafka_resume(connector, *offset)
+                        .map_err(&refused)?;
+                    resume_kafka.insert(connector.clone(), (topic.clone(), *partition, *offset));
                 }
             }
+        }
+        let mut marks = BTreeMap::new();
+        for m in &snap.state.subscribers {
+            let id: OutputId = m
+                .last_output_id
+                .parse()
+                .map_err(|e| refused(format!("subscriber {}: {e}", m.connector)))?;
+            marks.insert(m.connector.clone(), id);
         }
         self.engine
             .restore_windows(&snap.windows)
             .map_err(|e| refused(e.to_string()))?;
         self.resume = resume;
+        self.resume_kafka = resume_kafka;
+        self.marks = marks;
         let rows: usize = (0..self.engine.nodes().len())
             .map(|i| self.engine.row_count(WindowId(i as u32)))
             .sum();
-        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s)", snap.windows.len(), self.resume.len());
+        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s), {} output mark(s)", snap.windows.len(), self.resume.len() + self.resume_kafka.len(), self.marks.len());
         Ok(format!(
             "project '{name}' successfully restored from '{shown}'"
         ))
@@ -589,15 +788,46 @@ impl ProjectThread {
         out
     }
 
+    /// The connector spec, window and autogen field of `project/cq/window/connector`.
+    fn connector_of(&self, full: &str) -> Option<(WindowId, ConnectorSpec, Option<usize>)> {
+        let rest = full.strip_prefix(&format!("{}/", self.spec.name))?;
+        let mut parts = rest.splitn(3, '/');
+        let (cq, w, c) = (parts.next()?, parts.next()?, parts.next()?);
+        let (_, _, spec) = self
+            .connectors()
+            .into_iter()
+            .find(|(a, b, s)| a == cq && b == w && s.name == c)?;
+        let id = self.engine.window(cq, w)?;
+        Some((id, spec, self.autogen(id)))
+    }
+
+    fn autogen(&self, id: WindowId) -> Option<usize> {
+        match &self.engine.node(id).imp {
+            sluice_engine::window::WindowImpl::Source(s) => s.autogen.as_ref().map(|a| a.field),
+            _ => None,
+        }
+    }
+
+    /// Checks that the broker still holds the input a Kafka publisher resumes from.
+    fn check_kafka_resume(&self, full: &str, offset: i64) -> Result<(), String> {
+        let (id, spec, autogen) = self.connector_of(full).ok_or_else(|| {
+            format!("the snapshot holds a Kafka input position for connector {full}, which this project does not have")
+        })?;
+        let schema = self.engine.node(id).schema.clone();
+        KafkaPublisher::open(&spec, &schema, autogen, Some(offset))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn start_connectors(&mut self) -> Result<String, ApiError> {
         let project = self.spec.name.clone();
         let all = self.connectors();
         let unsupported: Vec<String> = all
             .iter()
-            .filter(|(_, _, c)| c.class != "fs")
+            .filter(|(_, _, c)| c.class != "fs" && c.class != "kafka")
             .map(|(cq, w, c)| {
                 format!(
-                    "connector {cq}/{w}/{} has class '{}', which this server cannot run yet (supported: fs)",
+                    "connector {cq}/{w}/{} has class '{}', which this server cannot run yet (supported: fs, kafka)",
                     c.name, c.class
                 )
             })
@@ -610,21 +840,35 @@ impl ProjectThread {
             .with_details(unsupported));
         }
         let mut pubs = Vec::new();
+        let mut kpubs = Vec::new();
         let mut subs: Vec<(WindowId, FsSubscriber, bool)> = Vec::new();
+        let mut ksubs: Vec<KafkaSub> = Vec::new();
         let mut errors = Vec::new();
         for (cq, w, c) in publisher_order(&self.spec, all) {
             let id = self.engine.window(&cq, &w).expect("compiled window");
             let node = self.engine.node(id);
             let full = format!("{project}/{cq}/{w}/{}", c.name);
+            let kafka = c.class == "kafka";
             match c.direction {
-                ConnectorDirection::Publish => {
-                    let autogen = match &node.imp {
-                        sluice_engine::window::WindowImpl::Source(s) => {
-                            s.autogen.as_ref().map(|a| a.field)
+                ConnectorDirection::Publish if kafka => {
+                    let resume = self.resume_kafka.get(&full).map(|(_, _, o)| *o);
+                    match KafkaPublisher::open(&c, &node.schema, self.autogen(id), resume) {
+                        Ok(p) => {
+                            match resume {
+                                Some(at) => {
+                                    tracing::info!(target: "esp.connectors", "connector {full}: resuming topic '{}' partition {} at offset {at} (from the snapshot or the last stop)", p.topic(), p.partition())
+                                }
+                                None => {
+                                    tracing::info!(target: "esp.connectors", "connector {full}: reading topic '{}' partition {} from offset {}", p.topic(), p.partition(), p.start_offset())
+                                }
+                            }
+                            kpubs.push(KafkaPub::new(id, full, p));
                         }
-                        _ => None,
-                    };
-                    let opened = FsPublisher::open(&c, &node.schema, autogen, &self.cfg.base)
+                        Err(e) => errors.push(format!("{full}: {e}")),
+                    }
+                }
+                ConnectorDirection::Publish => {
+                    let opened = FsPublisher::open(&c, &node.schema, self.autogen(id), &self.cfg.base)
                         .map_err(|e| e.to_string())
                         .and_then(|mut p| match self.resume.get(&full) {
                             Some(&at) => p
@@ -649,6 +893,13 @@ impl ProjectThread {
                         Err(e) => errors.push(format!("{full}: {e}")),
                     }
                 }
+                ConnectorDirection::Subscribe if kafka => {
+                    let last = self.marks.get(&full).copied();
+                    match KafkaSub::open(id, full.clone(), &c, &node.schema, last) {
+                        Ok(s) => ksubs.push(s),
+                        Err(e) => errors.push(format!("{full}: {e}")),
+                    }
+                }
                 ConnectorDirection::Subscribe => {
                     match FsSubscriber::open(&c, &node.schema, &self.cfg.base) {
                         Ok(s) => {
@@ -661,12 +912,15 @@ impl ProjectThread {
             }
         }
         if !errors.is_empty() {
+            for mut s in ksubs {
+                s.stop();
+            }
             return Err(ApiError::bad(format!(
                 "cannot start the connectors of project '{project}'"
             ))
             .with_details(errors));
         }
-        let n = pubs.len() + subs.len();
+        let n = pubs.len() + subs.len() + kpubs.len() + ksubs.len();
         for (id, mut s, snap) in subs {
             if snap {
                 let events: Vec<Event> = self
@@ -683,10 +937,33 @@ impl ProjectThread {
             self.engine.observe(id, true);
             self.sink.fs.entry(id).or_default().push(s);
         }
+        for mut s in ksubs {
+            let id = s.window;
+            if s.wants_snapshot() {
+                let events: Vec<Event> = self
+                    .engine
+                    .rows_sorted(id)
+                    .into_iter()
+                    .map(|r| Event::insert(r.clone()))
+                    .collect();
+                if !events.is_empty() {
+                    s.output(MsgId(0), &events);
+                }
+            }
+            tracing::info!(target: "esp.connectors", "connector {}: Kafka subscriber on window {}: state running", s.name, self.engine.node(id).path);
+            self.marks.remove(&s.name);
+            self.engine.observe(id, true);
+            self.sink.kafka.entry(id).or_default().push(s);
+        }
         for p in &pubs {
             tracing::info!(target: "esp.connectors", "connector {}: publisher reading {}: state running", p.name, p.publisher.path().display());
         }
+        for p in &kpubs {
+            self.resume_kafka.remove(&p.name);
+        }
         self.publishers = pubs;
+        self.kpubs = kpubs;
+        self.refresh_status();
         Ok(format!("{n} connector(s) started"))
     }
 
@@ -698,12 +975,30 @@ impl ProjectThread {
                 tracing::info!(target: "esp.connectors", "connector {}: state stopped after {} event(s)", p.name, p.events);
             }
         }
+        for p in self.kpubs.drain(..) {
+            let at = p.publisher.position();
+            self.resume_kafka.insert(
+                p.name.clone(),
+                (p.publisher.topic().to_string(), p.publisher.partition(), at),
+            );
+            tracing::info!(target: "esp.connectors", "connector {}: state stopped after {} event(s), next offset {at}", p.name, p.events);
+        }
         for (_, subs) in std::mem::take(&mut self.sink.fs) {
             for mut s in subs {
                 let _ = s.flush();
                 tracing::info!(target: "esp.connectors", "project {}: subscriber connector '{}': state stopped", self.spec.name, s.name());
             }
         }
+        for (_, subs) in std::mem::take(&mut self.sink.kafka) {
+            for mut s in subs {
+                s.stop();
+                if let Some(l) = s.last {
+                    self.marks.insert(s.name.clone(), l);
+                }
+                tracing::info!(target: "esp.connectors", "connector {}: Kafka subscriber: state stopped", s.name);
+            }
+        }
+        self.refresh_status();
     }
 
     fn flush_subscribers(&mut self) {

@@ -365,6 +365,11 @@ impl Registry {
         for (name, p) in all {
             if let Some(h) = p.handle {
                 h.send(Cmd::Shutdown);
+                // A command queued after Shutdown is dropped when the thread ends: waiting
+                // for its reply waits (bounded) for the connectors to stop, so a hot failover
+                // connector leaves its election before the process exits.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), h.ask(Cmd::Sync))
+                    .await;
             }
             tracing::info!(target: "esp.server", "project {name} deleted");
         }

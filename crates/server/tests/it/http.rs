@@ -451,12 +451,18 @@ fn fs_connectors_run_when_connectors_start() {
     let (s, b) = t.put("projects/g/state?value=connectorsStarted", "");
     assert_eq!(s, 400);
     assert!(b.contains("missing.csv"), "{b}");
-    // A kafka connector cannot start yet, and says so.
-    let xml3 = xml.replace("class=\"fs\" name=\"in\"", "class=\"kafka\" name=\"in\"");
+    // A connector class the server cannot run says so.
+    let xml3 = xml.replace("class=\"fs\" name=\"in\"", "class=\"mq\" name=\"in\"");
     t.put("projects/k?connectors=false", &xml3);
     let (s, b) = t.put("projects/k/state?value=connectorsStarted", "");
     assert_eq!(s, 400);
-    assert!(b.contains("class 'kafka'"), "{b}");
+    assert!(b.contains("class 'mq'"), "{b}");
+    // A kafka connector without its broker names the missing property.
+    let xml4 = xml.replace("class=\"fs\" name=\"in\"", "class=\"kafka\" name=\"in\"");
+    t.put("projects/k2?connectors=false", &xml4);
+    let (s, b) = t.put("projects/k2/state?value=connectorsStarted", "");
+    assert_eq!(s, 400);
+    assert!(b.contains("kafkahostport"), "{b}");
 }
 
 #[test]
