@@ -23,15 +23,78 @@ use crate::state::FxIndexMap;
 /// Entries per shard before the shard count doubles.
 pub const SHARD_TARGET: usize = 128;
 
+/// Shards per group: a snapshot shares groups, and a first change copies one group's
+/// pointers and one shard's pointers.
+const GROUP: usize = 256;
+
+type Shard<K, V> = FxIndexMap<K, Arc<V>>;
+
+/// The shards, two levels deep so that sharing them all costs one reference count per group
+/// (a 10-million-entry map has about 300 groups).
+struct Shards<K, V> {
+    groups: Vec<Arc<Vec<Arc<Shard<K, V>>>>>,
+    n: usize,
+}
+
+impl<K, V> Clone for Shards<K, V> {
+    fn clone(&self) -> Self {
+        Shards {
+            groups: self.groups.clone(),
+            n: self.n,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Shards<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shards({})", self.n)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
+    fn new(n: usize) -> Self {
+        Self::from_maps((0..n).map(|_| FxIndexMap::default()).collect())
+    }
+
+    fn from_maps(maps: Vec<Shard<K, V>>) -> Self {
+        let n = maps.len();
+        let mut groups = Vec::with_capacity(n.div_ceil(GROUP));
+        let mut it = maps.into_iter().map(Arc::new).peekable();
+        while it.peek().is_some() {
+            groups.push(Arc::new(it.by_ref().take(GROUP).collect()));
+        }
+        Shards { groups, n }
+    }
+
+    fn get(&self, i: usize) -> &Shard<K, V> {
+        &self.groups[i / GROUP][i % GROUP]
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut Shard<K, V> {
+        Arc::make_mut(&mut Arc::make_mut(&mut self.groups[i / GROUP])[i % GROUP])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Shard<K, V>> {
+        self.groups.iter().flat_map(|g| g.iter().map(|s| &**s))
+    }
+
+    fn into_maps(self) -> impl Iterator<Item = Shard<K, V>> {
+        self.groups
+            .into_iter()
+            .flat_map(|g| Arc::try_unwrap(g).unwrap_or_else(|a| (*a).clone()))
+            .map(|s| Arc::try_unwrap(s).unwrap_or_else(|a| (*a).clone()))
+    }
+}
+
 /// A copy-on-write sharded insertion-ordered map (see the module documentation).
 #[derive(Debug)]
 pub struct CowMap<K, V> {
-    shards: Vec<Arc<FxIndexMap<K, Arc<V>>>>,
+    shards: Shards<K, V>,
     len: usize,
 }
 
 impl<K, V> Clone for CowMap<K, V> {
-    /// Shares every shard: O(shards), whatever the size of the map.
+    /// Shares every shard: O(groups of shards), whatever the size of the map.
     fn clone(&self) -> Self {
         CowMap {
             shards: self.shards.clone(),
@@ -40,10 +103,10 @@ impl<K, V> Clone for CowMap<K, V> {
     }
 }
 
-impl<K, V> Default for CowMap<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> Default for CowMap<K, V> {
     fn default() -> Self {
         CowMap {
-            shards: vec![Arc::new(FxIndexMap::default())],
+            shards: Shards::new(1),
             len: 0,
         }
     }
@@ -51,9 +114,7 @@ impl<K, V> Default for CowMap<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone + PartialEq> PartialEq for CowMap<K, V> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len
-            && self.shards.len() == other.shards.len()
-            && self.iter().eq(other.iter())
+        self.len == other.len && self.shards.n == other.shards.n && self.iter().eq(other.iter())
     }
 }
 
@@ -75,16 +136,15 @@ fn shard_of<Q: Hash + ?Sized>(key: &Q, shards: usize) -> usize {
 impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     /// An empty map with `shards` shards (a power of two; restore uses the recorded count).
     pub fn with_shards(shards: usize) -> Self {
-        let n = shards.max(1).next_power_of_two();
         CowMap {
-            shards: (0..n).map(|_| Arc::new(FxIndexMap::default())).collect(),
+            shards: Shards::new(shards.max(1).next_power_of_two()),
             len: 0,
         }
     }
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.shards.n
     }
 
     /// Number of entries.
@@ -97,13 +157,13 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         self.len == 0
     }
 
-    fn shard(&self, key: &K) -> &FxIndexMap<K, Arc<V>> {
-        &self.shards[shard_of(key, self.shards.len())]
+    fn shard(&self, key: &K) -> &Shard<K, V> {
+        self.shards.get(shard_of(key, self.shards.n))
     }
 
-    fn shard_mut(&mut self, key: &K) -> &mut FxIndexMap<K, Arc<V>> {
-        let i = shard_of(key, self.shards.len());
-        Arc::make_mut(&mut self.shards[i])
+    fn shard_mut(&mut self, key: &K) -> &mut Shard<K, V> {
+        let i = shard_of(key, self.shards.n);
+        self.shards.get_mut(i)
     }
 
     /// True when `key` is present.
@@ -118,10 +178,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     /// The value of `key`, for change (copies its shard first if a snapshot shares it).
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let i = shard_of(key, self.shards.len());
-        Arc::make_mut(&mut self.shards[i])
-            .get_mut(key)
-            .map(Arc::make_mut)
+        self.shard_mut(key).get_mut(key).map(Arc::make_mut)
     }
 
     /// The value of a key given by an equivalent borrowed form (no owned key is built).
@@ -129,10 +186,8 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     where
         Q: Hash + indexmap::Equivalent<K> + ?Sized,
     {
-        let i = shard_of(key, self.shards.len());
-        Arc::make_mut(&mut self.shards[i])
-            .get_mut(key)
-            .map(Arc::make_mut)
+        let i = shard_of(key, self.shards.n);
+        self.shards.get_mut(i).get_mut(key).map(Arc::make_mut)
     }
 
     /// Inserts or replaces; returns the previous value.
@@ -150,13 +205,13 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     /// The value of `key`, inserting `make()` first when absent (one lookup).
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if self.len >= self.shards.len() * SHARD_TARGET && !self.contains_key(&key) {
+        if self.len >= self.shards.n * SHARD_TARGET && !self.contains_key(&key) {
             // This insert grows the map: do it the long way.
             self.insert(key.clone(), make());
             return self.get_mut(&key).expect("just inserted");
         }
-        let i = shard_of(&key, self.shards.len());
-        let shard = Arc::make_mut(&mut self.shards[i]);
+        let i = shard_of(&key, self.shards.n);
+        let shard = self.shards.get_mut(i);
         match shard.entry(key) {
             indexmap::map::Entry::Occupied(o) => Arc::make_mut(o.into_mut()),
             indexmap::map::Entry::Vacant(v) => {
@@ -168,10 +223,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     /// Removes `key` (the shard's last entry takes its place).
     pub fn swap_remove(&mut self, key: &K) -> Option<V> {
-        let i = shard_of(key, self.shards.len());
-        let v = Arc::make_mut(&mut self.shards[i])
-            .swap_remove(key)
-            .map(unwrap_or_clone);
+        let v = self.shard_mut(key).swap_remove(key).map(unwrap_or_clone);
         if v.is_some() {
             self.len -= 1;
         }
@@ -179,19 +231,19 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     }
 
     fn maybe_grow(&mut self) {
-        if self.len <= self.shards.len() * SHARD_TARGET {
+        if self.len <= self.shards.n * SHARD_TARGET {
             return;
         }
-        let n = self.shards.len() * 2;
-        let mut next: Vec<FxIndexMap<K, Arc<V>>> = (0..n).map(|_| FxIndexMap::default()).collect();
-        for shard in self.shards.drain(..) {
-            let shard = Arc::try_unwrap(shard).unwrap_or_else(|a| (*a).clone());
+        let n = self.shards.n * 2;
+        let mut next: Vec<Shard<K, V>> = (0..n).map(|_| FxIndexMap::default()).collect();
+        let old = std::mem::replace(&mut self.shards, Shards::new(1));
+        for shard in old.into_maps() {
             for (k, v) in shard {
                 let i = shard_of(&k, n);
                 next[i].insert(k, v);
             }
         }
-        self.shards = next.into_iter().map(Arc::new).collect();
+        self.shards = Shards::from_maps(next);
     }
 
     /// Entries in iteration order.
@@ -227,6 +279,25 @@ mod tests {
         *m.get_mut(&1).unwrap() = 7;
         assert_eq!(m.get(&1), Some(&7));
         assert_eq!(m.iter().count(), m.len());
+    }
+
+    #[test]
+    fn many_shard_groups_freeze_and_change_independently() {
+        let mut m: CowMap<u64, u64> = CowMap::default();
+        for i in 0..100_000u64 {
+            m.insert(i, i);
+        }
+        assert!(m.shard_count() > GROUP, "several groups of shards");
+        let snap = m.clone();
+        for i in (0..100_000u64).step_by(7) {
+            *m.get_mut(&i).unwrap() += 1;
+        }
+        m.swap_remove(&3);
+        assert!(snap.iter().all(|(k, v)| k == v), "the snapshot did not move");
+        assert_eq!(snap.len(), 100_000);
+        assert_eq!(m.get(&7), Some(&8));
+        assert_eq!(m.get(&3), None);
+        assert_eq!(m.len(), 99_999);
     }
 
     #[test]
