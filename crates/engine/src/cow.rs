@@ -28,11 +28,13 @@ pub const SHARD_TARGET: usize = 128;
 const GROUP: usize = 256;
 
 type Shard<K, V> = FxIndexMap<K, Arc<V>>;
+/// A group of shards, shared as one.
+type Group<K, V> = Arc<Vec<Arc<Shard<K, V>>>>;
 
 /// The shards, two levels deep so that sharing them all costs one reference count per group
 /// (a 10-million-entry map has about 300 groups).
 struct Shards<K, V> {
-    groups: Vec<Arc<Vec<Arc<Shard<K, V>>>>>,
+    groups: Vec<Group<K, V>>,
     n: usize,
 }
 
