@@ -340,6 +340,59 @@ pub struct FsSubscriber {
     pub snapshot: bool,
     rmretdel: bool,
     buf: String,
+    /// `fstype=xml`: the field names; events are written as `<event>` elements.
+    xml: Option<Vec<String>>,
+}
+
+impl Drop for FsSubscriber {
+    fn drop(&mut self) {
+        if self.xml.is_some() {
+            // Closes the document; a write error here has nowhere to go.
+            let _ = self.out.write_all(b"</events>\n");
+            let _ = self.out.flush();
+        }
+    }
+}
+
+fn xml_escape(text: &str, out: &mut String) {
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One event as an XML element (the form `xml_events::parse_events` reads back).
+pub fn write_xml_event(ev: &Event, names: &[String], fmt: Option<&DateFormat>, out: &mut String) {
+    out.push_str("<event opcode=\"");
+    out.push_str(ev.opcode.name());
+    out.push_str("\" flags=\"");
+    out.push(ev.flags.letter().to_ascii_lowercase());
+    out.push_str("\">");
+    for (name, v) in names.iter().zip(&ev.row) {
+        if v.is_null() {
+            continue;
+        }
+        out.push('<');
+        out.push_str(name);
+        out.push('>');
+        match v {
+            sluice_event::Value::String(t) => xml_escape(t, out),
+            other => {
+                let mut text = String::new();
+                csv::write_value(other, fmt, &mut text);
+                xml_escape(&text, out);
+            }
+        }
+        out.push_str("</");
+        out.push_str(name);
+        out.push('>');
+    }
+    out.push_str("</event>");
 }
 
 impl FsSubscriber {
@@ -356,13 +409,41 @@ impl FsSubscriber {
             source,
         })?;
         let mut out = BufWriter::new(file);
+        let xml = match spec
+            .prop("fstype")
+            .unwrap_or("csv")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "csv" => None,
+            "xml" => Some(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            other => {
+                return Err(ConnectorError::Bad {
+                    connector: spec.name.clone(),
+                    property: "fstype".into(),
+                    value: other.into(),
+                    why: "supported for subscribers: csv, xml".into(),
+                })
+            }
+        };
         let header = spec.prop("header").map(|h| h.trim().to_ascii_lowercase());
         let io_err = |source| ConnectorError::Io {
             connector: spec.name.clone(),
             path: path.display().to_string(),
             source,
         };
+        if xml.is_some() {
+            writeln!(out, "<events>").map_err(io_err)?;
+        }
         match header.as_deref() {
+            _ if xml.is_some() => {}
             Some("true") | Some("1") => {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name.as_str()).collect();
                 writeln!(out, "{}", names.join(",")).map_err(io_err)?;
@@ -380,6 +461,7 @@ impl FsSubscriber {
             snapshot: spec.flag("snapshot", false),
             rmretdel: spec.flag("rmretdel", false),
             buf: String::new(),
+            xml,
         })
     }
 
@@ -388,7 +470,8 @@ impl FsSubscriber {
         &self.name
     }
 
-    /// Writes events (one line each; an update is written as a single `U` line).
+    /// Writes events: one CSV line each (an update is a single `U` line), or one `<event>`
+    /// element per line inside `<events>` with `fstype=xml`.
     pub fn write(&mut self, events: &[Event]) -> std::io::Result<()> {
         for ev in events {
             if self.rmretdel
@@ -398,7 +481,10 @@ impl FsSubscriber {
                 continue;
             }
             self.buf.clear();
-            csv::write_event(ev, self.dateformat.as_ref(), &mut self.buf);
+            match &self.xml {
+                Some(names) => write_xml_event(ev, names, self.dateformat.as_ref(), &mut self.buf),
+                None => csv::write_event(ev, self.dateformat.as_ref(), &mut self.buf),
+            }
             self.buf.push('\n');
             self.out.write_all(self.buf.as_bytes())?;
         }

@@ -160,6 +160,32 @@ mod tests {
     }
 
     #[test]
+    fn subscriber_xml_reads_back() {
+        let s = Schema::parse_schema_string("ID*:int32,name:string,d:date").unwrap();
+        let ev = Event {
+            opcode: Opcode::Update,
+            flags: Flags::Normal,
+            row: vec![
+                Value::Int32(7),
+                Value::str("a<b & \"c\""),
+                Value::Date(86_400),
+            ],
+            old: None,
+        };
+        let mut text = String::from("<events>");
+        crate::fs::write_xml_event(
+            &ev,
+            &["ID".into(), "name".into(), "d".into()],
+            None,
+            &mut text,
+        );
+        text.push_str("</events>");
+        let b = parse_events(&text, &s, None).unwrap();
+        assert_eq!(b[0].1[0].opcode, Opcode::Update);
+        assert_eq!(b[0].1[0].row, ev.row);
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let s = Schema::parse_schema_string("ID*:int32").unwrap();
         let e = parse_events("<events><event><IDX>1</IDX></event></events>", &s, None).unwrap_err();
