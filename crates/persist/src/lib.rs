@@ -39,6 +39,18 @@ pub struct Manifest {
     pub fingerprint: String,
     pub created_unix_ms: u64,
     pub files: Vec<FileEntry>,
+    /// CRC-32C of this manifest written with an empty `checksum` (so the manifest itself is
+    /// checked too).
+    #[serde(default)]
+    pub checksum: String,
+}
+
+impl Manifest {
+    fn own_checksum(&self) -> String {
+        let mut m = self.clone();
+        m.checksum.clear();
+        crc_hex(&serde_json::to_vec_pretty(&m).expect("manifest serialises"))
+    }
 }
 
 /// The input position of one publish connector.
@@ -245,14 +257,16 @@ fn write_into(tmp: &Path, snap: &Snapshot, created_unix_ms: u64) -> Result<u64, 
         }
     }
     sync_dir(&tmp.join("queries"))?;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
         project: snap.project.clone(),
         fingerprint: format!("{:016x}", snap.fingerprint),
         created_unix_ms,
         files,
+        checksum: String::new(),
     };
+    manifest.checksum = manifest.own_checksum();
     let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_file(&tmp.join(MANIFEST), &m)?;
     sync_dir(tmp)?;
@@ -337,10 +351,21 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, PersistError> {
             });
         }
     }
-    serde_json::from_value(v).map_err(|e| PersistError::BadManifest {
-        path,
+    let m: Manifest = serde_json::from_value(v).map_err(|e| PersistError::BadManifest {
+        path: path.clone(),
         why: e.to_string(),
-    })
+    })?;
+    let own = m.own_checksum();
+    if m.checksum != own {
+        return Err(PersistError::BadManifest {
+            path,
+            why: format!(
+                "checksum mismatch (crc32c {own}, the manifest says '{}'): the manifest is corrupted",
+                m.checksum
+            ),
+        });
+    }
+    Ok(m)
 }
 
 /// Reads and verifies a snapshot of `project` with `fingerprint`: version, project,
@@ -495,6 +520,33 @@ mod tests {
             read_snapshot(&dir, "p", 0xabc).unwrap_err(),
             PersistError::MissingFile { .. }
         ));
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_in_any_file_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        let mut files = vec![dir.join("MANIFEST"), dir.join("project.state")];
+        files.push(dir.join("queries/cq/src.state"));
+        files.push(dir.join("queries/cq/agg.state"));
+        for f in files {
+            let good = fs::read(&f).unwrap();
+            // Every byte of small files, a spread of positions in large ones.
+            let step = (good.len() / 64).max(1);
+            for pos in (0..good.len()).step_by(step) {
+                let mut bad = good.clone();
+                bad[pos] ^= 0x01;
+                fs::write(&f, &bad).unwrap();
+                assert!(
+                    read_snapshot(&dir, "p", 0xabc).is_err(),
+                    "{}: a flipped bit at byte {pos} was not noticed",
+                    f.display()
+                );
+            }
+            fs::write(&f, &good).unwrap();
+        }
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), sample());
     }
 
     #[test]
