@@ -120,31 +120,14 @@ impl FsPublisher {
             .unwrap_or("csv")
             .trim()
             .to_ascii_lowercase();
-        let dateformat = dateformat_of(spec)?;
-        let delimiter = match spec.prop("csvfielddelimiter") {
-            None => b',',
-            Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some(d) => {
-                return Err(ConnectorError::Bad {
-                    connector: spec.name.clone(),
-                    property: "csvfielddelimiter".into(),
-                    value: d.into(),
-                    why: "expected one character".into(),
-                })
-            }
-        };
-        let opts = CsvOptions {
-            dateformat,
-            add_opcode: spec.flag("addcsvopcode", false),
-            add_flags: spec.flag("addcsvflags", false),
-            upsert: spec.flag("publishwithupsert", false),
-            missing_field: if spec.flag("noautogenfield", false) {
-                autogen_field
-            } else {
-                None
-            },
-            delimiter,
-        };
+        let opts = spec
+            .csv_options(autogen_field)
+            .map_err(|b| ConnectorError::Bad {
+                connector: spec.name.clone(),
+                property: b.property,
+                value: b.value,
+                why: b.why,
+            })?;
         let blocksize = prop_u64(spec, "blocksize")?.unwrap_or(1).max(1) as usize;
         let header = prop_u64(spec, "header")?.unwrap_or(0);
         let mut reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, file));

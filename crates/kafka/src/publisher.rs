@@ -16,7 +16,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_event::csv::{self, CsvOptions};
-use sluice_event::time::DateFormat;
 use sluice_event::{EventBlock, MsgId, Schema};
 use sluice_model::ConnectorSpec;
 
@@ -142,29 +141,9 @@ impl KafkaPublisher {
                 )?),
             },
         };
-        let dateformat = match spec.prop("dateformat") {
-            None => None,
-            Some(f) => {
-                Some(DateFormat::new(f).map_err(|e| bad(spec, "dateformat", f, &e.to_string()))?)
-            }
-        };
-        let delimiter = match spec.prop("csvfielddelimiter") {
-            None => b',',
-            Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some(d) => return Err(bad(spec, "csvfielddelimiter", d, "expected one character")),
-        };
-        let opts = CsvOptions {
-            dateformat,
-            add_opcode: spec.flag("addcsvopcode", false),
-            add_flags: spec.flag("addcsvflags", false),
-            upsert: spec.flag("publishwithupsert", false),
-            missing_field: if spec.flag("noautogenfield", false) {
-                autogen_field
-            } else {
-                None
-            },
-            delimiter,
-        };
+        let opts = spec
+            .csv_options(autogen_field)
+            .map_err(|b| bad(spec, &b.property, &b.value, &b.why))?;
         let max_events = match spec.prop("maxevents") {
             None => None,
             Some(v) => Some(

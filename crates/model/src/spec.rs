@@ -336,6 +336,54 @@ impl ConnectorSpec {
     }
 }
 
+/// A connector property with a value that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadProperty {
+    pub property: String,
+    pub value: String,
+    pub why: String,
+}
+
+impl ConnectorSpec {
+    /// How a publisher reads CSV text, from its properties: `dateformat`, `addcsvopcode`,
+    /// `addcsvflags`, `publishwithupsert`, `noautogenfield` (with the autogen key at
+    /// `autogen_field`) and `csvfielddelimiter`. Shared by every publisher that reads CSV.
+    pub fn csv_options(
+        &self,
+        autogen_field: Option<usize>,
+    ) -> Result<sluice_event::csv::CsvOptions, BadProperty> {
+        let bad = |property: &str, value: &str, why: String| BadProperty {
+            property: property.into(),
+            value: value.into(),
+            why,
+        };
+        let dateformat = match self.prop("dateformat") {
+            None => None,
+            Some(f) => Some(
+                sluice_event::time::DateFormat::new(f)
+                    .map_err(|e| bad("dateformat", f, e.to_string()))?,
+            ),
+        };
+        let delimiter = match self.prop("csvfielddelimiter") {
+            None => b',',
+            Some(d) if d.len() == 1 => d.as_bytes()[0],
+            Some(d) => return Err(bad("csvfielddelimiter", d, "expected one character".into())),
+        };
+        Ok(sluice_event::csv::CsvOptions {
+            dateformat,
+            add_opcode: self.flag("addcsvopcode", false),
+            add_flags: self.flag("addcsvflags", false),
+            upsert: self.flag("publishwithupsert", false),
+            missing_field: if self.flag("noautogenfield", false) {
+                autogen_field
+            } else {
+                None
+            },
+            delimiter,
+        })
+    }
+}
+
 /// `<connector-group name=>` with its entries (`cq/window/connector`, target state).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectorGroupSpec {
