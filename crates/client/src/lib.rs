@@ -4,6 +4,7 @@
 //! ```text
 //! sluice client --url URL [--put [file://PATH]] [--post [file://PATH]] [--delete]
 //!               [--auth-token TOKEN] [--accept json] [--timeout SECS]
+//! sluice client --wait-in-sync --url http://HOST:PORT/SASESP/projectStatus/P [--timeout SECS]
 //! ```
 //!
 //! The single-dash spellings of existing scripts (`-url`, `-put`, `-post`, `-delete`) work too.
@@ -26,9 +27,11 @@ pub struct Options {
     pub json: bool,
     pub timeout_secs: u64,
     pub show_headers: bool,
+    /// `--wait-in-sync`: poll `GET projectStatus/{p}` until the project is in sync.
+    pub wait_in_sync: bool,
 }
 
-const USAGE: &str = "usage: sluice client --url URL [--put [file://PATH]] [--post [file://PATH]] [--delete] [--auth-token TOKEN] [--accept json] [--timeout SECS] [--showheaders]";
+const USAGE: &str = "usage: sluice client --url URL [--put [file://PATH]] [--post [file://PATH]] [--delete] [--auth-token TOKEN] [--accept json] [--timeout SECS] [--showheaders]\n       sluice client --wait-in-sync --url http://HOST:PORT/SASESP/projectStatus/PROJECT [--timeout SECS]";
 
 /// Parses the options (single or double dash).
 pub fn parse(args: &[String]) -> Result<Options, String> {
@@ -82,6 +85,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--timeout needs a number of seconds")?;
             }
             "showheaders" => o.show_headers = true,
+            "wait-in-sync" | "wait_in_sync" => o.wait_in_sync = true,
             "h" | "help" => return Err(String::new()),
             other => return Err(format!("unknown option '-{other}'")),
         }
@@ -89,6 +93,9 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
     }
     if o.url.is_empty() {
         return Err("--url is required".into());
+    }
+    if o.wait_in_sync && o.method != "GET" {
+        return Err("--wait-in-sync polls with GET: give no --put, --post or --delete".into());
     }
     if o.token.is_none() {
         o.token = std::env::var("SLUICE_AUTH_TOKEN")
@@ -188,6 +195,158 @@ fn header_text(resp: &ureq::Response) -> String {
     s
 }
 
+/// What one `GET projectStatus[/{p}]` reply says about catching up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// Project names in the reply.
+    pub projects: Vec<String>,
+    /// Every project has `in-sync="true"` (and there is at least one).
+    pub in_sync: bool,
+    /// Sum of the projects' `lag` (offsets behind the end of their Kafka inputs), when measured.
+    pub lag: Option<i64>,
+}
+
+/// The value of attribute `name` in the start tag `tag` (text from `<` to `>`).
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let end = tag[start..].find('"')?;
+    Some(unescape(&tag[start..start + end]))
+}
+
+/// Reads the `<project-status …>` start tags of a projectStatus reply (XML).
+pub fn sync_state(body: &str) -> SyncState {
+    let mut st = SyncState {
+        in_sync: true,
+        ..SyncState::default()
+    };
+    let mut rest = body;
+    while let Some(p) = rest.find("<project-status ") {
+        let tail = &rest[p..];
+        let end = tail.find('>').unwrap_or(tail.len());
+        let tag = &tail[..end];
+        st.projects.push(attr(tag, "name").unwrap_or_default());
+        st.in_sync &= attr(tag, "in-sync").as_deref() == Some("true");
+        if let Some(l) = attr(tag, "lag").and_then(|l| l.parse::<i64>().ok()) {
+            st.lag = Some(st.lag.unwrap_or(0) + l);
+        }
+        rest = &tail[end..];
+    }
+    st.in_sync &= !st.projects.is_empty();
+    st
+}
+
+/// A one-line progress bar: how much of the largest lag seen has been replayed.
+pub fn progress_bar(lag: Option<i64>, max_lag: i64, width: usize) -> String {
+    let Some(lag) = lag else {
+        return format!("[{}] lag not measured yet", " ".repeat(width));
+    };
+    let done = if max_lag <= 0 {
+        width
+    } else {
+        (((max_lag - lag.min(max_lag)) as f64 / max_lag as f64) * width as f64) as usize
+    };
+    format!(
+        "[{}{}] lag {lag} offset(s)",
+        "#".repeat(done),
+        "-".repeat(width - done.min(width))
+    )
+}
+
+/// `--wait-in-sync`: polls the status URL until every project in it is in sync, at most
+/// `--timeout` seconds. Progress goes to standard error: a redrawn bar on a terminal, else a
+/// line every few seconds. Ok(final line) or Err(one-line reason).
+pub fn wait_in_sync(o: &Options) -> Result<String, String> {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let start = std::time::Instant::now();
+    let limit = Duration::from_secs(o.timeout_secs);
+    let req = Options {
+        url: o.url.clone(),
+        method: "GET",
+        token: o.token.clone(),
+        timeout_secs: o.timeout_secs.clamp(1, 10),
+        ..Options::default()
+    };
+    let mut interval = Duration::from_millis(100);
+    let mut max_lag = 0i64;
+    let mut last_line = std::time::Instant::now() - Duration::from_secs(60);
+    let mut last: Result<SyncState, String>;
+    loop {
+        last = run(&req).map(|(_, body)| sync_state(&body));
+        let waited = start.elapsed();
+        match &last {
+            Ok(st) if st.in_sync => {
+                if tty {
+                    eprintln!("\r{}", progress_bar(st.lag, max_lag, 30));
+                }
+                return Ok(format!(
+                    "project(s) {} in sync (lag {}) after {:.1} s",
+                    st.projects.join(", "),
+                    st.lag.unwrap_or(0),
+                    waited.as_secs_f64()
+                ));
+            }
+            Ok(st) => {
+                max_lag = max_lag.max(st.lag.unwrap_or(0));
+                if tty {
+                    eprint!(
+                        "\r{} {:.0} s   ",
+                        progress_bar(st.lag, max_lag, 30),
+                        waited.as_secs_f64()
+                    );
+                } else if last_line.elapsed() >= Duration::from_secs(2) {
+                    last_line = std::time::Instant::now();
+                    let lag = st
+                        .lag
+                        .map_or("not measured yet".to_string(), |l| l.to_string());
+                    eprintln!(
+                        "sluice client: waiting for in-sync: project(s) {} lag {lag} after {:.1} s",
+                        if st.projects.is_empty() {
+                            "?".to_string()
+                        } else {
+                            st.projects.join(", ")
+                        },
+                        waited.as_secs_f64()
+                    );
+                }
+            }
+            Err(e) => {
+                if !tty && last_line.elapsed() >= Duration::from_secs(2) {
+                    last_line = std::time::Instant::now();
+                    eprintln!(
+                        "sluice client: waiting for in-sync: {}",
+                        e.lines().next().unwrap_or("")
+                    );
+                }
+            }
+        }
+        if waited >= limit {
+            if tty {
+                eprintln!();
+            }
+            let why = match &last {
+                Ok(st) if st.projects.is_empty() => {
+                    "the reply holds no <project-status> (is the URL .../projectStatus/PROJECT?)"
+                        .to_string()
+                }
+                Ok(st) => format!(
+                    "project(s) {} not in sync, lag {}",
+                    st.projects.join(", "),
+                    st.lag.map_or("not measured".to_string(), |l| l.to_string())
+                ),
+                Err(e) => e.lines().next().unwrap_or("").to_string(),
+            };
+            return Err(format!(
+                "timed out after {} s waiting for in-sync: {why}",
+                o.timeout_secs
+            ));
+        }
+        std::thread::sleep(interval.min(limit.saturating_sub(waited)));
+        interval = (interval * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// `sluice client ARGS...`.
 pub fn main(args: &[String]) -> ExitCode {
     let o = match parse(args) {
@@ -201,6 +360,18 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if o.wait_in_sync {
+        return match wait_in_sync(&o) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&o) {
         Ok((_, body)) => {
             let mut out = std::io::stdout().lock();
@@ -249,6 +420,27 @@ mod tests {
         assert!(parse(&s(&["-url", "u", "-bogus"]))
             .unwrap_err()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn sync_state_reads_project_attributes() {
+        let one = r#"<project-status name="p" state="running" connectors="started" primary="false" in-sync="false" lag="1200"><kafka-input connector="p/cq/w/in" in-sync="true" lag="5"/></project-status>"#;
+        let st = sync_state(one);
+        assert_eq!(st.projects, vec!["p".to_string()]);
+        assert!(!st.in_sync);
+        assert_eq!(st.lag, Some(1200));
+        let all = r#"<project-statuses><project-status name="a" in-sync="true" lag="3"/><project-status name="b" in-sync="true"/></project-statuses>"#;
+        let st = sync_state(all);
+        assert!(st.in_sync);
+        assert_eq!(st.lag, Some(3));
+        assert!(!sync_state("<message>x</message>").in_sync);
+        assert_eq!(
+            progress_bar(Some(25), 100, 4),
+            "[###-] lag 25 offset(s)".to_string()
+        );
+        let o = parse(&s(&["--wait-in-sync", "--url", "u", "--timeout", "5"])).unwrap();
+        assert!(o.wait_in_sync);
+        assert!(parse(&s(&["--wait-in-sync", "--url", "u", "--put"])).is_err());
     }
 
     #[test]

@@ -295,7 +295,10 @@ mod tests {
             *m.get_mut(&i).unwrap() += 1;
         }
         m.swap_remove(&3);
-        assert!(snap.iter().all(|(k, v)| k == v), "the snapshot did not move");
+        assert!(
+            snap.iter().all(|(k, v)| k == v),
+            "the snapshot did not move"
+        );
         assert_eq!(snap.len(), 100_000);
         assert_eq!(m.get(&7), Some(&8));
         assert_eq!(m.get(&3), None);

@@ -478,9 +478,19 @@ fn project_status(name: &str, v: &ProjectView) -> Elem {
                 "stopped"
             },
         );
-    let Some(h) = &v.handle else { return e };
+    let Some(h) = &v.handle else {
+        return e.attr("in-sync", false);
+    };
     let k = h.kafka_status();
     e = e.attr("primary", k.primary());
+    // The project is in sync when it runs with its connectors and every Kafka input is within
+    // the lag threshold (`kafka::IN_SYNC_LAG`); `lag` is the sum of the inputs' measured lags.
+    let in_sync = v.running && v.connectors_started && k.inputs.iter().all(|i| i.in_sync);
+    let lag: i64 = k.inputs.iter().filter_map(|i| i.lag).sum();
+    e = e.attr("in-sync", in_sync);
+    if k.inputs.iter().any(|i| i.lag.is_some()) {
+        e = e.attr("lag", lag);
+    }
     for i in &k.inputs {
         let mut c = Elem::new("kafka-input")
             .attr("connector", &i.connector)

@@ -46,6 +46,21 @@ struct Args {
     /// Seconds between "current publish rate" log lines of running connectors.
     #[arg(long, default_value_t = 10)]
     rate_interval: u64,
+    /// Persist every project on schedule to DIR/<project>/<UTC timestamp>-<seq>, only while
+    /// this instance is a hot failover standby, one standby at a time (ZooKeeper lock).
+    #[arg(long)]
+    persist_dir: Option<PathBuf>,
+    /// Time between scheduled snapshots: 30s, 5m, 1h, 500ms.
+    #[arg(long, default_value = "5m", value_parser = crate::recovery::parse_duration)]
+    persist_interval: Duration,
+    /// Scheduled snapshots kept per project (the newest; older ones are deleted after a new one
+    /// is committed).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    persist_keep: u64,
+    /// At start, restore each --model project from the newest usable snapshot under
+    /// DIR/<project>, then start it and its connectors.
+    #[arg(long, requires = "model")]
+    restore_from: Option<PathBuf>,
 }
 
 /// Turns `-http` into `--http` (single-dash long options of the commercial tool).
@@ -91,6 +106,10 @@ pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCo
         max_body: a.max_body,
         persist_root: a.persist_root,
         rate_interval: Duration::from_secs(a.rate_interval.max(1)),
+        persist_dir: a.persist_dir,
+        persist_interval: a.persist_interval,
+        persist_keep: a.persist_keep as usize,
+        restore_from: a.restore_from,
         ..Config::default()
     };
     Ok(Some((cfg, a.loglevel)))
@@ -111,5 +130,34 @@ mod tests {
         assert_eq!(cfg.pubsub_port, Some(8124));
         assert_eq!(cfg.models, vec![PathBuf::from("m.xml")]);
         assert_eq!(cfg.bind.to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn recovery_options_parse() {
+        let args: Vec<String> = [
+            "--persist-dir",
+            "/snaps",
+            "--persist-interval",
+            "30s",
+            "--persist-keep",
+            "5",
+            "--model",
+            "m.xml",
+            "--restore-from",
+            "/snaps",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (cfg, _) = parse(&args).unwrap().unwrap();
+        assert_eq!(cfg.persist_dir, Some(PathBuf::from("/snaps")));
+        assert_eq!(cfg.persist_interval, Duration::from_secs(30));
+        assert_eq!(cfg.persist_keep, 5);
+        assert_eq!(cfg.restore_from, Some(PathBuf::from("/snaps")));
+        let no_model: Vec<String> = ["--restore-from", "/snaps"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(parse(&no_model).is_err());
     }
 }

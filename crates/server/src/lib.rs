@@ -25,6 +25,7 @@ pub mod kafka;
 pub mod logging;
 pub mod project;
 pub mod pubsub;
+pub mod recovery;
 pub mod registry;
 pub mod reply;
 pub mod ws;
@@ -64,6 +65,16 @@ pub struct Config {
     pub base: PathBuf,
     /// Time between "current publish rate" log lines.
     pub rate_interval: Duration,
+    /// `--persist-dir`: scheduled snapshots go to `DIR/<project>/<UTC timestamp>-<seq>`
+    /// (docs/operations.md; only on a standby, one standby at a time).
+    pub persist_dir: Option<PathBuf>,
+    /// `--persist-interval`: time between scheduled snapshots.
+    pub persist_interval: Duration,
+    /// `--persist-keep`: scheduled snapshots kept per project (the newest).
+    pub persist_keep: usize,
+    /// `--restore-from`: at start, restore each `--model` project from the newest usable
+    /// snapshot under `DIR/<project>` before starting it and its connectors.
+    pub restore_from: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -79,6 +90,10 @@ impl Default for Config {
             persist_root: None,
             base: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             rate_interval: Duration::from_secs(10),
+            persist_dir: None,
+            persist_interval: Duration::from_secs(300),
+            persist_keep: 3,
+            restore_from: None,
         }
     }
 }
@@ -116,7 +131,7 @@ pub struct Server {
 }
 
 /// Reads the startup model files into projects.
-fn read_models(paths: &[PathBuf]) -> Result<Vec<ProjectSpec>, StartError> {
+pub(crate) fn read_models(paths: &[PathBuf]) -> Result<Vec<ProjectSpec>, StartError> {
     let mut out = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(p).map_err(|e| StartError::Model {
@@ -206,7 +221,10 @@ impl Server {
             shutdown,
         });
         tracing::info!(target: "esp.server", "engine started: sluice {} (ESP 6.2 REST surface)", env!("CARGO_PKG_VERSION"));
-        let n = rt.block_on(state.load_startup_models());
+        let n = match &state.cfg.restore_from {
+            Some(dir) => rt.block_on(recovery::restore_startup_models(&state, dir)),
+            None => rt.block_on(state.load_startup_models()),
+        };
         match n {
             Ok(0) => {}
             Ok(n) => {
@@ -245,6 +263,9 @@ impl Server {
             tracing::info!(target: "esp.server", "server stopped");
             let _ = done_tx.send(true);
         });
+        if let Some(dir) = state.cfg.persist_dir.clone() {
+            rt.spawn(recovery::persist_schedule(state.clone(), dir));
+        }
         if let Some(l) = pubsub {
             tracing::info!(target: "esp.pubsub", "pubsub server listening on {}", pubsub_addr.expect("bound"));
             rt.spawn(pubsub::serve(l, state.clone()));

@@ -133,9 +133,12 @@ pub enum Cmd {
         dir: PathBuf,
         reply: oneshot::Sender<Result<String, ApiError>>,
     },
-    /// Verifies and restores a snapshot (the project must not be running).
+    /// Verifies and restores a snapshot (the project must not be running). With `suggest`, a
+    /// refusal because Kafka retention removed the snapshot's offsets names the newest usable
+    /// snapshot beside it (same parent directory).
     Restore {
         dir: PathBuf,
+        suggest: bool,
         reply: oneshot::Sender<Result<String, ApiError>>,
     },
     /// Ends the thread.
@@ -242,6 +245,7 @@ pub fn spawn(
         next_status: Instant::now(),
         next_lag: Instant::now(),
         persist_lock: Arc::new(std::sync::Mutex::new(())),
+        in_sync: false,
     };
     std::thread::Builder::new()
         .name(format!("project-{name}"))
@@ -336,6 +340,8 @@ struct ProjectThread {
     next_lag: Instant,
     /// Serialises snapshot writes of this project.
     persist_lock: Arc<std::sync::Mutex<()>>,
+    /// Every Kafka input in sync (logged when it changes).
+    in_sync: bool,
 }
 
 /// Blocks of one publisher read between two looks at the command queue.
@@ -472,6 +478,16 @@ impl ProjectThread {
             for p in &mut self.kpubs {
                 p.measure_lag();
             }
+            let all = !self.kpubs.is_empty() && self.kpubs.iter().all(|p| p.in_sync);
+            if all != self.in_sync {
+                self.in_sync = all;
+                let lag: i64 = self.kpubs.iter().filter_map(|p| p.lag).sum();
+                if all {
+                    tracing::info!(target: "esp.server", "project {}: in sync: every Kafka input ({}) within {} offset(s) of the end of its partition (lag {lag})", self.spec.name, self.kpubs.len(), crate::kafka::IN_SYNC_LAG);
+                } else {
+                    tracing::warn!(target: "esp.server", "project {}: not in sync any more (lag {lag})", self.spec.name);
+                }
+            }
             dirty = true;
         }
         if dirty || now >= self.next_status {
@@ -604,8 +620,12 @@ impl ProjectThread {
                 let _ = reply.send(self.injected);
             }
             Cmd::Persist { dir, reply } => self.persist(dir, reply),
-            Cmd::Restore { dir, reply } => {
-                let _ = reply.send(self.restore(&dir));
+            Cmd::Restore {
+                dir,
+                suggest,
+                reply,
+            } => {
+                let _ = reply.send(self.restore(&dir, suggest));
             }
             Cmd::Shutdown => return false,
         }
@@ -712,8 +732,59 @@ impl ProjectThread {
         }
     }
 
+    /// Reads and verifies a snapshot for this project: version, project, fingerprint, every
+    /// checksum, output IDs, and that the broker still holds every Kafka offset it resumes
+    /// from (DESIGN.md decision 5). Changes nothing.
+    fn verify_snapshot(&self, dir: &std::path::Path) -> Result<Verified, Refusal> {
+        let name = &self.spec.name;
+        let snap = sluice_persist::read_snapshot(dir, name, self.engine.fingerprint())
+            .map_err(|e| Refusal::Snapshot(e.to_string()))?;
+        let mut v = Verified {
+            resume: BTreeMap::new(),
+            resume_kafka: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            snap,
+        };
+        for m in &v.snap.state.subscribers {
+            let id: OutputId = m
+                .last_output_id
+                .parse()
+                .map_err(|e| Refusal::Snapshot(format!("subscriber {}: {e}", m.connector)))?;
+            v.marks.insert(m.connector.clone(), id);
+        }
+        for p in &v.snap.state.publishers {
+            match p {
+                sluice_persist::Position::Fs { connector, line } => {
+                    v.resume.insert(connector.clone(), *line);
+                }
+                sluice_persist::Position::Kafka {
+                    connector,
+                    topic,
+                    partition,
+                    offset,
+                } => {
+                    self.check_kafka_resume(connector, *offset)?;
+                    v.resume_kafka
+                        .insert(connector.clone(), (topic.clone(), *partition, *offset));
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// The newest snapshot beside `dir` (same parent, newest name first) that verifies and
+    /// whose Kafka offsets the broker still holds.
+    fn newest_usable_sibling(&self, dir: &std::path::Path) -> Option<PathBuf> {
+        let parent = dir.parent()?;
+        let own = dir.file_name();
+        crate::recovery::snapshot_dirs(parent)
+            .into_iter()
+            .filter(|d| d.file_name() != own)
+            .find(|d| self.verify_snapshot(d).is_ok())
+    }
+
     /// Verifies the snapshot whole, then replaces the state; nothing changes on error.
-    fn restore(&mut self, dir: &std::path::Path) -> Result<String, ApiError> {
+    fn restore(&mut self, dir: &std::path::Path, suggest: bool) -> Result<String, ApiError> {
         let name = self.spec.name.clone();
         let shown = dir.display().to_string();
         if self.running {
@@ -728,47 +799,40 @@ impl ProjectThread {
                 format!("snapshot '{shown}' cannot be restored into project '{name}': {why}"),
             )
         };
-        let snap = sluice_persist::read_snapshot(dir, &name, self.engine.fingerprint())
-            .map_err(|e| refused(e.to_string()))?;
-        let mut resume = BTreeMap::new();
-        let mut resume_kafka = BTreeMap::new();
-        for p in &snap.state.publishers {
-            match p {
-                sluice_persist::Position::Fs { connector, line } => {
-                    resume.insert(connector.clone(), *line);
-                }
-                sluice_persist::Position::Kafka {
-                    connector,
-                    topic,
-                    partition,
-                    offset,
-                } => {
-                    // DESIGN.md decision 5: the broker must still hold every record from the
-                    // snapshot's offset on, or nothing is restored.
-                    self.check_kafka_resume(connector, *offset)
-                        .map_err(&refused)?;
-                    resume_kafka.insert(connector.clone(), (topic.clone(), *partition, *offset));
-                }
+        let v = match self.verify_snapshot(dir) {
+            Ok(v) => v,
+            Err(Refusal::Snapshot(why)) => return Err(refused(why)),
+            Err(Refusal::Retention(why)) => {
+                let hint = if !suggest {
+                    String::new()
+                } else {
+                    match self.newest_usable_sibling(dir) {
+                        Some(d) => format!(
+                            "; the newest usable snapshot in {} is {}",
+                            dir.parent()
+                                .map_or(String::new(), |p| p.display().to_string()),
+                            d.display()
+                        ),
+                        None => format!(
+                            "; no other snapshot in {} is usable",
+                            dir.parent()
+                                .map_or(String::new(), |p| p.display().to_string())
+                        ),
+                    }
+                };
+                return Err(refused(format!("{why}{hint}")));
             }
-        }
-        let mut marks = BTreeMap::new();
-        for m in &snap.state.subscribers {
-            let id: OutputId = m
-                .last_output_id
-                .parse()
-                .map_err(|e| refused(format!("subscriber {}: {e}", m.connector)))?;
-            marks.insert(m.connector.clone(), id);
-        }
+        };
         self.engine
-            .restore_windows(&snap.windows)
+            .restore_windows(&v.snap.windows)
             .map_err(|e| refused(e.to_string()))?;
-        self.resume = resume;
-        self.resume_kafka = resume_kafka;
-        self.marks = marks;
+        self.resume = v.resume;
+        self.resume_kafka = v.resume_kafka;
+        self.marks = v.marks;
         let rows: usize = (0..self.engine.nodes().len())
             .map(|i| self.engine.row_count(WindowId(i as u32)))
             .sum();
-        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s), {} output mark(s)", snap.windows.len(), self.resume.len() + self.resume_kafka.len(), self.marks.len());
+        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s), {} output mark(s)", v.snap.windows.len(), self.resume.len() + self.resume_kafka.len(), self.marks.len());
         Ok(format!(
             "project '{name}' successfully restored from '{shown}'"
         ))
@@ -809,14 +873,17 @@ impl ProjectThread {
     }
 
     /// Checks that the broker still holds the input a Kafka publisher resumes from.
-    fn check_kafka_resume(&self, full: &str, offset: i64) -> Result<(), String> {
+    fn check_kafka_resume(&self, full: &str, offset: i64) -> Result<(), Refusal> {
         let (id, spec, autogen) = self.connector_of(full).ok_or_else(|| {
-            format!("the snapshot holds a Kafka input position for connector {full}, which this project does not have")
+            Refusal::Snapshot(format!("the snapshot holds a Kafka input position for connector {full}, which this project does not have"))
         })?;
         let schema = self.engine.node(id).schema.clone();
         KafkaPublisher::open(&spec, &schema, autogen, Some(offset))
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                sluice_kafka::KafkaError::OffsetsGone { .. } => Refusal::Retention(e.to_string()),
+                e => Refusal::Snapshot(e.to_string()),
+            })
     }
 
     fn start_connectors(&mut self) -> Result<String, ApiError> {
@@ -968,6 +1035,7 @@ impl ProjectThread {
     }
 
     fn stop_connectors(&mut self) {
+        self.in_sync = false;
         for p in self.publishers.drain(..) {
             // Started again later, it resumes here rather than from the start of its input.
             self.resume.insert(p.name.clone(), p.publisher.position());
@@ -1066,6 +1134,22 @@ impl ProjectThread {
 
 /// Connectors in start order: publishers of the `project-connectors` groups first (groups in
 /// edge order), the rest in document order; subscribers keep document order.
+/// A snapshot read, verified and checked against the broker, not applied yet.
+struct Verified {
+    snap: sluice_persist::Snapshot,
+    resume: BTreeMap<String, u64>,
+    resume_kafka: BTreeMap<String, (String, i32, i64)>,
+    marks: BTreeMap<String, OutputId>,
+}
+
+/// Why a snapshot is refused.
+enum Refusal {
+    /// It cannot be trusted or does not fit the project.
+    Snapshot(String),
+    /// Kafka retention removed records it resumes from (the message names the range).
+    Retention(String),
+}
+
 fn publisher_order(
     spec: &ProjectSpec,
     all: Vec<(String, String, ConnectorSpec)>,

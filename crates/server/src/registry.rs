@@ -201,7 +201,7 @@ impl Registry {
         let restore_dir = self.map().get(&name).and_then(|p| p.spec.restore.clone());
         if let Some(dir) = restore_dir {
             if let Err(e) = self
-                .restore_locked(&name, std::path::PathBuf::from(&dir))
+                .restore_locked(&name, std::path::PathBuf::from(&dir), true)
                 .await
             {
                 // A project whose restore="DIR" cannot be honoured is not kept half-loaded.
@@ -331,16 +331,29 @@ impl Registry {
             .ok_or_else(|| gone(name))?
     }
 
-    /// `value=restored`: into a loaded project that is not running.
+    /// `value=restored`: into a loaded project that is not running. A refusal because Kafka
+    /// retention removed the snapshot's offsets names the newest usable snapshot beside it.
     pub async fn restore(&self, name: &str, dir: std::path::PathBuf) -> Result<String, ApiError> {
         let _admin = self.admin.lock().await;
-        self.restore_locked(name, dir).await
+        self.restore_locked(name, dir, true).await
+    }
+
+    /// As [`Registry::restore`], without looking for a usable snapshot beside a refused one
+    /// (`--restore-from` tries them all in turn).
+    pub async fn restore_only(
+        &self,
+        name: &str,
+        dir: std::path::PathBuf,
+    ) -> Result<String, ApiError> {
+        let _admin = self.admin.lock().await;
+        self.restore_locked(name, dir, false).await
     }
 
     async fn restore_locked(
         &self,
         name: &str,
         dir: std::path::PathBuf,
+        suggest: bool,
     ) -> Result<String, ApiError> {
         let v = self.get(name)?;
         if v.running {
@@ -353,9 +366,13 @@ impl Registry {
                 "project '{name}' did not compile: fix the model and load it again before restoring"
             ))
         })?;
-        h.ask(|reply| Cmd::Restore { dir, reply })
-            .await
-            .ok_or_else(|| gone(name))?
+        h.ask(|reply| Cmd::Restore {
+            dir,
+            suggest,
+            reply,
+        })
+        .await
+        .ok_or_else(|| gone(name))?
     }
 
     /// Stops and deletes every project (server shutdown, `reloaded`).

@@ -209,8 +209,15 @@ pub struct Instance {
 impl Instance {
     /// Starts `sluice server` (no model) and waits for its HTTP address.
     pub fn start(bin: &Path, dir: &Path, name: &str) -> Instance {
+        Instance::start_with(bin, dir, name, &[])
+    }
+
+    /// Starts `sluice server` with extra options (`--model`, `--persist-dir`, …) and waits
+    /// for its HTTP address.
+    pub fn start_with(bin: &Path, dir: &Path, name: &str, extra: &[&str]) -> Instance {
         let mut child = Command::new(bin)
             .args(["server", "-http", "0", "--loglevel", "info"])
+            .args(extra)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -375,6 +382,18 @@ pub struct InputProducer {
 
 impl InputProducer {
     pub fn start(brokers: &str, topic: &str, count: u64, rate: u64) -> InputProducer {
+        InputProducer::start_range(brokers, topic, 0, count, rate)
+    }
+
+    /// Writes input records `first..first + count` (see [`input_line`]) at about `rate` per
+    /// second.
+    pub fn start_range(
+        brokers: &str,
+        topic: &str,
+        first: u64,
+        count: u64,
+        rate: u64,
+    ) -> InputProducer {
         let producer: BaseProducer = config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -388,12 +407,12 @@ impl InputProducer {
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
             for i in 0..count {
-                let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                let due = start + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
                 let now = Instant::now();
                 if due > now {
                     producer.poll(due - now);
                 }
-                let line = input_line(i);
+                let line = input_line(first + i);
                 let mut rec: BaseRecord<'_, [u8], [u8]> =
                     BaseRecord::to(&topic).payload(line.as_bytes()).partition(0);
                 loop {
@@ -570,4 +589,11 @@ pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(unique(&format!("sluice-failover-{tag}")));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
+}
+
+/// The `next-offset` of the first Kafka input in a `projectStatus` reply.
+pub fn next_offset(status: &str) -> Option<i64> {
+    let p = status.find("next-offset=\"")? + "next-offset=\"".len();
+    let end = status[p..].find('"')?;
+    status[p..p + end].parse().ok()
 }
