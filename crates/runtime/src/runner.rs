@@ -107,6 +107,16 @@ pub fn publisher_order(spec: &ProjectSpec) -> Vec<(String, String, ConnectorSpec
             }
         }
     }
+    order_connectors(spec, all)
+}
+
+/// Orders connectors `(cq, window, connector)`: those named in the project's connector
+/// groups first, group by group in the groups' topological order (ties by document order),
+/// then the rest in the order given.
+pub fn order_connectors(
+    spec: &ProjectSpec,
+    mut all: Vec<(String, String, ConnectorSpec)>,
+) -> Vec<(String, String, ConnectorSpec)> {
     if spec.connector_groups.is_empty() {
         return all;
     }

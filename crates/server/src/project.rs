@@ -911,7 +911,7 @@ impl ProjectThread {
         let mut subs: Vec<(WindowId, FsSubscriber, bool)> = Vec::new();
         let mut ksubs: Vec<KafkaSub> = Vec::new();
         let mut errors = Vec::new();
-        for (cq, w, c) in publisher_order(&self.spec, all) {
+        for (cq, w, c) in sluice_runtime::runner::order_connectors(&self.spec, all) {
             let id = self.engine.window(&cq, &w).expect("compiled window");
             let node = self.engine.node(id);
             let full = format!("{project}/{cq}/{w}/{}", c.name);
@@ -1148,58 +1148,4 @@ enum Refusal {
     Snapshot(String),
     /// Kafka retention removed records it resumes from (the message names the range).
     Retention(String),
-}
-
-fn publisher_order(
-    spec: &ProjectSpec,
-    all: Vec<(String, String, ConnectorSpec)>,
-) -> Vec<(String, String, ConnectorSpec)> {
-    if spec.connector_groups.is_empty() {
-        return all;
-    }
-    let names: Vec<&str> = spec
-        .connector_groups
-        .iter()
-        .map(|g| g.name.as_str())
-        .collect();
-    let mut indeg = vec![0usize; names.len()];
-    for (_, t) in &spec.connector_group_edges {
-        if let Some(i) = names.iter().position(|n| n == t) {
-            indeg[i] += 1;
-        }
-    }
-    let mut done = vec![false; names.len()];
-    let mut order = Vec::new();
-    while order.len() < names.len() {
-        let Some(i) = (0..names.len()).find(|&i| !done[i] && indeg[i] == 0) else {
-            order.extend((0..names.len()).filter(|&i| !done[i]));
-            break;
-        };
-        done[i] = true;
-        order.push(i);
-        for (s, t) in &spec.connector_group_edges {
-            if s == names[i] {
-                if let Some(j) = names.iter().position(|n| n == t) {
-                    indeg[j] = indeg[j].saturating_sub(1);
-                }
-            }
-        }
-    }
-    let mut all = all;
-    let mut out = Vec::new();
-    for gi in order {
-        for (entry, _) in &spec.connector_groups[gi].entries {
-            let parts: Vec<&str> = entry.split('/').collect();
-            if let [cq, w, c] = parts[..] {
-                if let Some(pos) = all
-                    .iter()
-                    .position(|(a, b, s)| a == cq && b == w && s.name == c)
-                {
-                    out.push(all.remove(pos));
-                }
-            }
-        }
-    }
-    out.extend(all);
-    out
 }
