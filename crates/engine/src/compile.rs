@@ -711,64 +711,64 @@ fn build_join(
             .position(|&c| c == rk)
             .map(|p| left_cond[p])
     };
+    // A key field of one side, with where its value comes from on each side; a name already
+    // taken (many-to-many) gets `_r`.
+    let mut add_key = |f: &Field, src: KeySrc| {
+        let name = if fields.iter().any(|g| g.name == f.name) {
+            format!("{}_r", f.name)
+        } else {
+            f.name.clone()
+        };
+        fields.push(Field {
+            name,
+            ty: f.ty,
+            key: true,
+        });
+        key_src.push(src);
+    };
     match mode {
         KeyMode::LeftKey | KeyMode::OneToOne => {
             for &k in ls.key_indices() {
-                let f = ls.field(k);
-                fields.push(Field {
-                    name: f.name.clone(),
-                    ty: f.ty,
-                    key: true,
-                });
-                key_src.push(KeySrc {
-                    left: Some(k),
-                    right: map_right_for_left(k),
-                });
+                let right = map_right_for_left(k);
+                add_key(
+                    ls.field(k),
+                    KeySrc {
+                        left: Some(k),
+                        right,
+                    },
+                );
             }
         }
         KeyMode::RightKey => {
             for &k in rs.key_indices() {
-                let f = rs.field(k);
-                fields.push(Field {
-                    name: f.name.clone(),
-                    ty: f.ty,
-                    key: true,
-                });
-                key_src.push(KeySrc {
-                    left: map_left_for_right(k),
-                    right: Some(k),
-                });
+                let left = map_left_for_right(k);
+                add_key(
+                    rs.field(k),
+                    KeySrc {
+                        left,
+                        right: Some(k),
+                    },
+                );
             }
         }
         KeyMode::ManyToMany => {
             for &k in ls.key_indices() {
-                let f = ls.field(k);
-                fields.push(Field {
-                    name: f.name.clone(),
-                    ty: f.ty,
-                    key: true,
-                });
-                key_src.push(KeySrc {
-                    left: Some(k),
-                    right: None,
-                });
+                add_key(
+                    ls.field(k),
+                    KeySrc {
+                        left: Some(k),
+                        right: None,
+                    },
+                );
             }
             for &k in rs.key_indices() {
-                let f = rs.field(k);
-                let name = if fields.iter().any(|g| g.name == f.name) {
-                    format!("{}_r", f.name)
-                } else {
-                    f.name.clone()
-                };
-                fields.push(Field {
-                    name,
-                    ty: f.ty,
-                    key: true,
-                });
-                key_src.push(KeySrc {
-                    left: None,
-                    right: Some(k),
-                });
+                add_key(
+                    rs.field(k),
+                    KeySrc {
+                        left: None,
+                        right: Some(k),
+                    },
+                );
             }
         }
     }
