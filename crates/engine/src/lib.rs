@@ -323,7 +323,7 @@ impl Engine {
     }
 
     /// Every window's state at this cut between blocks, without copying it: maps are shared
-    /// copy-on-write (`cow`), so this costs O(shards), not O(state). Encode the result with
+    /// copy-on-write (`cow`), so this costs O(groups of shards), not O(state). Encode the result with
     /// [`FrozenEngine::encode`], on any thread, while the engine goes on.
     pub fn freeze(&self) -> FrozenEngine {
         FrozenEngine {
