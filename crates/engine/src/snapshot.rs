@@ -309,7 +309,17 @@ impl<'a> Dec<'a> {
             2 => Value::Int64(self.i64()?),
             3 => Value::Double(f64::from_bits(self.u64()?)),
             4 => Value::Money(self.i64()?),
-            5 => Value::String(self.str()?.into()),
+            5 => {
+                // Straight from the bytes into the shared string: one allocation.
+                let n = self.len(1)?;
+                let at = self.pos;
+                let b = self.take(n)?;
+                let text = std::str::from_utf8(b).map_err(|_| DecodeError::Bad {
+                    offset: at,
+                    what: "string is not UTF-8".into(),
+                })?;
+                Value::String(std::sync::Arc::from(text))
+            }
             6 => Value::Date(self.i64()?),
             7 => Value::Stamp(self.i64()?),
             t => return Err(self.bad(format!("value tag {t}"))),
@@ -317,11 +327,19 @@ impl<'a> Dec<'a> {
     }
     fn values(&mut self) -> DResult<Vec<Value>> {
         let n = self.len(1)?;
-        (0..n).map(|_| self.value()).collect()
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.value()?);
+        }
+        Ok(v)
     }
     fn key(&mut self) -> DResult<Key> {
         let n = self.len(1)?;
-        (0..n).map(|_| self.value()).collect()
+        let mut k = Key::with_capacity(n);
+        for _ in 0..n {
+            k.push(self.value()?);
+        }
+        Ok(k)
     }
     /// A copy-on-write map written by `Enc::cow`.
     fn cow<V: Clone>(
@@ -491,7 +509,10 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
                 "{na} aggregate functions in the snapshot, {nfields} in the window"
             )));
         }
-        let accs = (0..na).map(|_| d.acc()).collect::<DResult<Vec<_>>>()?;
+        let mut accs = Vec::with_capacity(na);
+        for _ in 0..na {
+            accs.push(d.acc()?);
+        }
         let nm = d.len(12)?;
         let mut members = FxIndexMap::default();
         let mut order = BTreeMap::new();
