@@ -125,6 +125,8 @@ pub struct AggregateWindow {
     scratch: Vec<Vec<Value>>,
     /// Output row positions in order.
     layout: Vec<Slot>,
+    /// True when some argument is an expression (else nothing needs evaluating per event).
+    has_exprs: bool,
 }
 
 impl AggregateWindow {
@@ -144,6 +146,9 @@ impl AggregateWindow {
             .iter()
             .map(|f| Vec::with_capacity(f.args.len()))
             .collect();
+        let has_exprs = fields
+            .iter()
+            .any(|f| f.args.iter().any(|a| matches!(a, Arg::Expr(_))));
         let mut layout = vec![Slot::Key(0); width];
         for (k, &p) in out_keys.iter().enumerate() {
             layout[p] = Slot::Key(k);
@@ -163,6 +168,7 @@ impl AggregateWindow {
             globals,
             groups: CowMap::default(),
             next_seq: 0,
+            has_exprs,
             scratch,
             layout,
         }
@@ -170,6 +176,10 @@ impl AggregateWindow {
 
     /// Evaluates every field's expression arguments on `row` into `self.scratch`.
     fn eval_args(&mut self, row: &[Value], info: EventInfo) -> Result<(), String> {
+        if !self.has_exprs {
+            // Plain field arguments only: they are read from the row in place.
+            return Ok(());
+        }
         for (i, f) in self.fields.iter().enumerate() {
             let dst = &mut self.scratch[i];
             dst.clear();
