@@ -339,10 +339,22 @@ pub fn main(args: &[String]) -> ExitCode {
     let st = server.state.clone();
     if let Some(rt) = &server.rt {
         rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!(target: "esp.server", "interrupted: stopping");
-                let _ = st.shutdown.send(true);
-            }
+            // SIGINT (Ctrl-C) or SIGTERM (kill, service managers): the same graceful stop, so
+            // failover connectors leave the election at once instead of after a session timeout.
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            let why = tokio::select! {
+                r = tokio::signal::ctrl_c() => if r.is_ok() { "interrupted (SIGINT)" } else { return },
+                _ = term => "terminated (SIGTERM)",
+            };
+            tracing::info!(target: "esp.server", "{why}: stopping");
+            let _ = st.shutdown.send(true);
         });
     }
     server.wait(None);

@@ -317,3 +317,41 @@ fn readme_example_shows_results_at_once() {
     ]);
     assert!(j.starts_with("{\"events\":["), "{j}");
 }
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let dir = tempdir("sigterm");
+    let mut s = start_server(&dir, &[]);
+    let pid = s.child.id().to_string();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(st.success());
+    // Bounded wait for the exit, reading the log meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    let status = loop {
+        while let Ok(l) = s.log.try_recv() {
+            lines.push(l);
+        }
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop within 20 s of SIGTERM"
+        );
+        let _ = s
+            .log
+            .recv_timeout(Duration::from_millis(50))
+            .map(|l| lines.push(l));
+    };
+    while let Ok(l) = s.log.recv_timeout(Duration::from_millis(200)) {
+        lines.push(l);
+    }
+    assert!(status.success(), "exit status {status:?}");
+    let log = lines.join("\n");
+    assert!(log.contains("terminated (SIGTERM): stopping"), "{log}");
+    assert!(log.contains("server stopped"), "{log}");
+}
