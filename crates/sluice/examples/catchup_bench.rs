@@ -17,22 +17,10 @@
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cluster::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-fn bin() -> PathBuf {
-    if let Ok(b) = std::env::var("SLUICE_BIN") {
-        return PathBuf::from(b);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("sluice"))
-        .expect("the sluice binary beside the examples directory")
-}
 
 fn produce(brokers: &str, topic: &str, from: u64, count: u64) {
     let producer: BaseProducer = config(brokers)
@@ -67,7 +55,7 @@ fn main() {
     let Some(s) = services("catchup_bench") else {
         std::process::exit(2)
     };
-    let bin = bin();
+    let bin = example_bin();
     println!("binary {}", bin.display());
     let input = unique("sluice-cbench-in");
     let output = unique("sluice-cbench-out");

@@ -13,22 +13,10 @@
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cluster::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-fn bin() -> PathBuf {
-    if let Ok(b) = std::env::var("SLUICE_BIN") {
-        return PathBuf::from(b);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("sluice"))
-        .expect("the sluice binary beside the examples directory")
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -37,7 +25,7 @@ fn main() {
     let Some(s) = services("failover_bench") else {
         std::process::exit(2)
     };
-    let bin = bin();
+    let bin = example_bin();
     println!("binary {}", bin.display());
     throughput(&s, &bin, records);
     failover_time(&s, &bin, kills);

@@ -14,38 +14,9 @@ use cluster::*;
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const SESSION_MS: u64 = 1000;
 
-struct Setup {
-    s: Services,
-    input: String,
-    output: String,
-    xml: String,
-    dir: std::path::PathBuf,
-}
-
+/// This file's setup (topics and paths named `sluice-fo-…`).
 fn setup(test: &str, buffered: usize) -> Option<Setup> {
-    let s = services(test)?;
-    let input = unique(&format!("sluice-fo-{test}-in"));
-    let output = unique(&format!("sluice-fo-{test}-out"));
-    create_topic(&s.brokers, &input);
-    create_topic(&s.brokers, &output);
-    let zkpath = format!("/sluice-it/{}", unique(test));
-    let xml = model(&ModelOpts {
-        brokers: &s.brokers,
-        zookeeper: &s.zookeeper,
-        input: &input,
-        output: &output,
-        zkpath: &zkpath,
-        buffered,
-        session_ms: SESSION_MS,
-    });
-    let dir = tempdir(test);
-    Some(Setup {
-        s,
-        input,
-        output,
-        xml,
-        dir,
-    })
+    cluster::setup("fo", test, buffered, SESSION_MS)
 }
 
 impl Setup {

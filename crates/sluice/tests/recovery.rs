@@ -7,7 +7,7 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,43 +16,9 @@ use cluster::*;
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const SESSION_MS: u64 = 1000;
 
-struct Setup {
-    s: Services,
-    input: String,
-    output: String,
-    xml: String,
-    dir: PathBuf,
-    /// The model written to a file (for `--model` and `file://` loads).
-    model: PathBuf,
-}
-
+/// This file's setup (topics and paths named `sluice-rc-…`).
 fn setup(test: &str) -> Option<Setup> {
-    let s = services(test)?;
-    let input = unique(&format!("sluice-rc-{test}-in"));
-    let output = unique(&format!("sluice-rc-{test}-out"));
-    create_topic(&s.brokers, &input);
-    create_topic(&s.brokers, &output);
-    let zkpath = format!("/sluice-it/{}", unique(test));
-    let xml = model(&ModelOpts {
-        brokers: &s.brokers,
-        zookeeper: &s.zookeeper,
-        input: &input,
-        output: &output,
-        zkpath: &zkpath,
-        buffered: 10_000,
-        session_ms: SESSION_MS,
-    });
-    let dir = tempdir(test);
-    let model = dir.join("fo.xml");
-    std::fs::write(&model, &xml).expect("model written");
-    Some(Setup {
-        s,
-        input,
-        output,
-        xml,
-        dir,
-        model,
-    })
+    cluster::setup("rc", test, 10_000, SESSION_MS)
 }
 
 /// `sluice client ARGS`: exit code, stdout, stderr.

@@ -58,6 +58,61 @@ pub fn services(test: &str) -> Option<Services> {
     None
 }
 
+/// One test's world: the services, its own input and output topics and election path, the
+/// model XML (also written to `model` for `--model` and `file://` loads) and a directory.
+pub struct Setup {
+    pub s: Services,
+    pub input: String,
+    pub output: String,
+    pub xml: String,
+    pub dir: PathBuf,
+    pub model: PathBuf,
+}
+
+/// Sets up `test` (topics and znode path named `sluice-<prefix>-<test>-…`); `None` when the
+/// services are absent (see [`services`]).
+pub fn setup(prefix: &str, test: &str, buffered: usize, session_ms: u64) -> Option<Setup> {
+    let s = services(test)?;
+    let input = unique(&format!("sluice-{prefix}-{test}-in"));
+    let output = unique(&format!("sluice-{prefix}-{test}-out"));
+    create_topic(&s.brokers, &input);
+    create_topic(&s.brokers, &output);
+    let zkpath = format!("/sluice-it/{}", unique(test));
+    let xml = model(&ModelOpts {
+        brokers: &s.brokers,
+        zookeeper: &s.zookeeper,
+        input: &input,
+        output: &output,
+        zkpath: &zkpath,
+        buffered,
+        session_ms,
+    });
+    let dir = tempdir(test);
+    let model = dir.join("fo.xml");
+    std::fs::write(&model, &xml).expect("model written");
+    Some(Setup {
+        s,
+        input,
+        output,
+        xml,
+        dir,
+        model,
+    })
+}
+
+/// The `sluice` binary for the examples: `SLUICE_BIN`, else the one beside the examples
+/// directory of the build.
+pub fn example_bin() -> PathBuf {
+    if let Ok(b) = std::env::var("SLUICE_BIN") {
+        return PathBuf::from(b);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("sluice"))
+        .expect("the sluice binary beside the examples directory")
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
