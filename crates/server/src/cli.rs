@@ -110,6 +110,7 @@ pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCo
         persist_interval: a.persist_interval,
         persist_keep: a.persist_keep as usize,
         restore_from: a.restore_from,
+        handle_signals: true,
         ..Config::default()
     };
     Ok(Some((cfg, a.loglevel)))

@@ -75,6 +75,10 @@ pub struct Config {
     /// `--restore-from`: at start, restore each `--model` project from the newest usable
     /// snapshot under `DIR/<project>` before starting it and its connectors.
     pub restore_from: Option<PathBuf>,
+    /// Stop gracefully on SIGTERM and SIGINT (the `sluice server` command sets it; tests that
+    /// run servers in-process do not). The handlers are installed before the ports are bound,
+    /// so a signal can never find the server without them.
+    pub handle_signals: bool,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             persist_interval: Duration::from_secs(300),
             persist_keep: 3,
             restore_from: None,
+            handle_signals: false,
         }
     }
 }
@@ -184,6 +189,16 @@ impl Server {
             .thread_name("sluice-io")
             .build()
             .map_err(StartError::Runtime)?;
+        // Registered now (synchronously), before anything is bound or announced.
+        let signals = if cfg.handle_signals {
+            use tokio::signal::unix::{signal, SignalKind};
+            let _in_runtime = rt.enter();
+            let term = signal(SignalKind::terminate()).map_err(StartError::Runtime)?;
+            let int = signal(SignalKind::interrupt()).map_err(StartError::Runtime)?;
+            Some((term, int))
+        } else {
+            None
+        };
         let http_addr = SocketAddr::new(cfg.bind, cfg.http_port);
         let http = rt
             .block_on(tokio::net::TcpListener::bind(http_addr))
@@ -243,6 +258,20 @@ impl Server {
                     message,
                 });
             }
+        }
+        if let Some((mut term, mut int)) = signals {
+            let st = state.clone();
+            rt.spawn(async move {
+                // SIGTERM (kill, service managers) or SIGINT (Ctrl-C): the same graceful stop,
+                // so failover connectors leave the election at once instead of after a
+                // session timeout.
+                let why = tokio::select! {
+                    _ = term.recv() => "terminated (SIGTERM)",
+                    _ = int.recv() => "interrupted (SIGINT)",
+                };
+                tracing::info!(target: "esp.server", "{why}: stopping");
+                let _ = st.shutdown.send(true);
+            });
         }
         let (done_tx, done) = watch::channel(false);
         let app = api::router(state.clone());
@@ -336,27 +365,6 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let st = server.state.clone();
-    if let Some(rt) = &server.rt {
-        rt.spawn(async move {
-            // SIGINT (Ctrl-C) or SIGTERM (kill, service managers): the same graceful stop, so
-            // failover connectors leave the election at once instead of after a session timeout.
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            let why = tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_ok() { "interrupted (SIGINT)" } else { return },
-                _ = term => "terminated (SIGTERM)",
-            };
-            tracing::info!(target: "esp.server", "{why}: stopping");
-            let _ = st.shutdown.send(true);
-        });
-    }
     server.wait(None);
     ExitCode::SUCCESS
 }
