@@ -1,10 +1,10 @@
 //! The `fs` connector: CSV and XML event files.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use sluice_event::csv::{self, CsvOptions};
+use sluice_event::csv::{self, CsvParser};
 use sluice_event::time::DateFormat;
 use sluice_event::{Event, EventBlock, MsgId, Schema};
 use sluice_model::ConnectorSpec;
@@ -28,7 +28,7 @@ pub struct PubBatch {
 }
 
 enum Input {
-    Csv(Box<dyn BufRead + Send>),
+    Csv(LineReader),
     /// XML files are parsed whole; the remaining blocks.
     Xml(std::vec::IntoIter<(bool, Vec<Event>)>),
 }
@@ -37,8 +37,6 @@ enum Input {
 pub struct FsPublisher {
     name: String,
     path: PathBuf,
-    schema: Schema,
-    opts: CsvOptions,
     blocksize: usize,
     transactional: bool,
     ignore_parse_errors: bool,
@@ -48,7 +46,104 @@ pub struct FsPublisher {
     lines: u64,
     events: u64,
     blocks: u64,
-    line_buf: String,
+    parser: CsvParser,
+}
+
+/// The error `BufRead::read_line` gives for a line that is not UTF-8.
+fn not_utf8() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "stream did not contain valid UTF-8",
+    )
+}
+
+/// Reads a file line by line into one large buffer and hands out the lines in place (no copy
+/// per line). Lines are split as `BufRead::read_line` splits them: after each `\n`, the last
+/// one ending at the end of the file.
+struct LineReader {
+    src: Box<dyn Read + Send>,
+    buf: Vec<u8>,
+    /// The unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// `buf[start..scanned]` holds no `\n`.
+    scanned: usize,
+}
+
+/// The position of the first `\n` in `b`, eight bytes at a time.
+#[inline]
+fn find_newline(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        // Bytes equal to `\n` get their high bit set; bytes after the first one may too (a
+        // borrow), never bytes before it.
+        let x = u64::from_le_bytes(w) ^ (LO * u64::from(b'\n'));
+        let m = x.wrapping_sub(LO) & !x & (LO << 7);
+        if m != 0 {
+            return Some(at + (m.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| at + p)
+}
+
+impl LineReader {
+    fn new(src: Box<dyn Read + Send>, capacity: usize) -> LineReader {
+        LineReader {
+            src,
+            buf: vec![0; capacity.max(1)],
+            start: 0,
+            end: 0,
+            scanned: 0,
+        }
+    }
+
+    /// The next line with its `\n` (absent on a last line without one); `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            if let Some(p) = find_newline(&self.buf[self.scanned..self.end]) {
+                let line = self.start..self.scanned + p + 1;
+                self.start = line.end;
+                self.scanned = line.end;
+                return Ok(Some(&self.buf[line]));
+            }
+            // No line end buffered: keep the partial line, move it to the front and read more.
+            self.scanned = self.end - self.start;
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = loop {
+                match self.src.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let line = self.start..self.end;
+                self.start = self.end;
+                self.scanned = self.end;
+                return Ok(Some(&self.buf[line]));
+            }
+            self.end += n;
+        }
+    }
 }
 
 fn prop_u64(spec: &ConnectorSpec, name: &str) -> Result<Option<u64>, ConnectorError> {
@@ -130,19 +225,20 @@ impl FsPublisher {
             })?;
         let blocksize = prop_u64(spec, "blocksize")?.unwrap_or(1).max(1) as usize;
         let header = prop_u64(spec, "header")?.unwrap_or(0);
-        let mut reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, file));
         let input = match fstype.as_str() {
             "csv" => {
-                let mut skip = String::new();
+                let mut reader = LineReader::new(Box::new(file), 64 << 10);
                 for _ in 0..header {
-                    skip.clear();
-                    let _ = reader.read_line(&mut skip);
+                    // As before: a header line that cannot be read is skipped all the same.
+                    if let Ok(None) = reader.next_line() {
+                        break;
+                    }
                 }
                 Input::Csv(reader)
             }
             "xml" => {
                 let mut text = String::new();
-                reader
+                BufReader::with_capacity(1 << 20, file)
                     .read_to_string(&mut text)
                     .map_err(|source| ConnectorError::Io {
                         connector: spec.name.clone(),
@@ -166,11 +262,10 @@ impl FsPublisher {
                 })
             }
         };
+        let parser = CsvParser::new(schema, &opts);
         Ok(FsPublisher {
             name: spec.name.clone(),
             path,
-            schema: schema.clone(),
-            opts,
             blocksize,
             transactional: spec.flag("transactional", false),
             ignore_parse_errors: spec.flag("ignorecsvparseerrors", false),
@@ -179,7 +274,7 @@ impl FsPublisher {
             lines: header,
             events: 0,
             blocks: 0,
-            line_buf: String::new(),
+            parser,
         })
     }
 
@@ -208,8 +303,7 @@ impl FsPublisher {
         match &mut self.input {
             Input::Csv(reader) => {
                 while self.lines < position {
-                    self.line_buf.clear();
-                    if reader.read_line(&mut self.line_buf)? == 0 {
+                    let Some(line) = reader.next_line()? else {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             format!(
@@ -218,6 +312,9 @@ impl FsPublisher {
                                 self.lines
                             ),
                         ));
+                    };
+                    if std::str::from_utf8(line).is_err() {
+                        return Err(not_utf8());
                     }
                     self.lines += 1;
                 }
@@ -270,21 +367,45 @@ impl FsPublisher {
                 }
             },
             Input::Csv(reader) => {
-                let mut batch = PubBatch::default();
+                // Room for the whole block up front (at most 1024 events: a huge blocksize
+                // grows the vector as it fills).
+                let mut batch = PubBatch {
+                    block: EventBlock {
+                        id: MsgId(0),
+                        transactional: self.transactional,
+                        events: Vec::with_capacity(self.blocksize.min(1024)),
+                    },
+                    bad: Vec::new(),
+                };
                 while batch.block.events.len() < self.blocksize {
                     if self.max_events.is_some_and(|m| self.events >= m) {
                         break;
                     }
-                    self.line_buf.clear();
-                    if reader.read_line(&mut self.line_buf)? == 0 {
+                    let Some(bytes) = reader.next_line()? else {
                         break;
+                    };
+                    // Fast path: a line that starts with a visible ASCII character (so it is
+                    // not blank) and parses plainly (which checks that it is UTF-8).
+                    let end = bytes
+                        .iter()
+                        .rposition(|&c| c != b'\n' && c != b'\r')
+                        .map_or(0, |p| p + 1);
+                    if bytes.first().is_some_and(|c| c.is_ascii_graphic()) {
+                        if let Some(ev) = self.parser.parse_plain(&bytes[..end]) {
+                            self.lines += 1;
+                            self.events += 1;
+                            batch.block.events.push(ev);
+                            continue;
+                        }
                     }
+                    // As `read_line` did: a line that is not UTF-8 is an error of the read.
+                    let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
                     self.lines += 1;
-                    let line = self.line_buf.trim_end_matches(['\n', '\r']);
+                    let line = text.trim_end_matches(['\n', '\r']);
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match csv::parse_event(line, &self.schema, &self.opts) {
+                    match self.parser.parse(line) {
                         Ok(ev) => {
                             self.events += 1;
                             batch.block.events.push(ev);
@@ -307,7 +428,6 @@ impl FsPublisher {
                 // The ID is the input position after the block (its last line): it survives a
                 // restore, which resumes from that position.
                 batch.block.id = MsgId(self.lines);
-                batch.block.transactional = self.transactional;
                 Ok(Some(batch))
             }
         }
@@ -477,5 +597,278 @@ impl FsSubscriber {
     /// Flushes buffered lines.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use sluice_event::csv::CsvOptions;
+    use sluice_model::ConnectorDirection;
+
+    use super::*;
+
+    fn spec(path: &Path, props: &[(&str, &str)]) -> ConnectorSpec {
+        let mut properties = vec![
+            ("type".to_string(), "pub".to_string()),
+            ("fsname".to_string(), path.display().to_string()),
+        ];
+        properties.extend(props.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ConnectorSpec {
+            class: "fs".into(),
+            name: "pub".into(),
+            direction: ConnectorDirection::Publish,
+            active: true,
+            properties,
+            line: 0,
+        }
+    }
+
+    fn temp_file(bytes: &[u8]) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sluice-fs-test-{}-{}.csv",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    type Outcome = Result<(u64, Vec<Event>, Vec<BadLine>), String>;
+
+    /// What the publisher read before its line scanner: `read_line` into a `String` and
+    /// `csv::parse_event` on each line.
+    fn reference(
+        bytes: &[u8],
+        schema: &Schema,
+        opts: &CsvOptions,
+        header: u64,
+        blocksize: usize,
+    ) -> Vec<Outcome> {
+        let mut reader = std::io::BufReader::with_capacity(7, bytes);
+        let mut skip = String::new();
+        for _ in 0..header {
+            skip.clear();
+            let _ = reader.read_line(&mut skip);
+        }
+        let mut lines = header;
+        let mut out = Vec::new();
+        let mut buf = String::new();
+        'blocks: loop {
+            let mut events = Vec::new();
+            let mut bad = Vec::new();
+            while events.len() < blocksize {
+                buf.clear();
+                match reader.read_line(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        out.push(Err(format!("{:?}: {e}", e.kind())));
+                        continue 'blocks;
+                    }
+                }
+                lines += 1;
+                let line = buf.trim_end_matches(['\n', '\r']);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match csv::parse_event(line, schema, opts) {
+                    Ok(ev) => events.push(ev),
+                    Err(e) => bad.push(BadLine {
+                        line: lines,
+                        text: line.to_string(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            if events.is_empty() && bad.is_empty() {
+                return out;
+            }
+            out.push(Ok((lines, events, bad)));
+        }
+    }
+
+    fn published(path: &Path, schema: &Schema, props: &[(&str, &str)]) -> Vec<Outcome> {
+        let mut p = FsPublisher::open(&spec(path, props), schema, None, Path::new("/")).unwrap();
+        let mut out = Vec::new();
+        loop {
+            match p.next_batch() {
+                Ok(None) => return out,
+                Ok(Some(b)) => {
+                    assert_eq!(b.block.id, MsgId(p.position()));
+                    out.push(Ok((b.block.id.0, b.block.events, b.bad)))
+                }
+                Err(e) => out.push(Err(format!("{:?}: {e}", e.kind()))),
+            }
+        }
+    }
+
+    fn same_as_reference(bytes: &[u8], schema: &Schema) {
+        let path = temp_file(bytes);
+        for (header, blocksize) in [(0, 1), (0, 3), (1, 1), (2, 64)] {
+            let (h, b) = (header.to_string(), blocksize.to_string());
+            let got = published(&path, schema, &[("header", &h), ("blocksize", &b)]);
+            let want = reference(bytes, schema, &CsvOptions::new(), header, blocksize);
+            assert_eq!(
+                got,
+                want,
+                "header {header}, blocksize {blocksize}: {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+
+    fn trades() -> Schema {
+        Schema::parse_schema_string("id*:int64,symbol:string,price:double,quantity:int32").unwrap()
+    }
+
+    #[test]
+    fn csv_lines_read_as_read_line_read_them() {
+        let s = trades();
+        for text in [
+            &b""[..],
+            b"\n",
+            b"\n\n\r\n",
+            b"i,n,1,A,1.5,2",
+            b"i,n,1,A,1.5,2\n",
+            b"i,n,1,A,1.5,2\r\n",
+            b"i,n,1,A,1.5,2\r\ni,n,2,B,2.5,3\r\n",
+            b"i,n,1,A,1.5,2\ni,n,2,B,2.5,3",
+            b"i,n,1,A,1.5,2\r\r\n\r\ni,n,2,B,2.5,3\r",
+            b"id,symbol,price,quantity\ni,n,1,A,1.5,2\n   \n\t\ni,n,2,B,2.5,3\n",
+            b"i,n,1,A,1.5,2\ni,n,x,B,2.5,3\ni,n,3,C,3.5\ni,n,4,\"D,E\",4.5,5\n",
+            b"i,n,1,A,1.5,2\n i,n,2,B,2.5,3\ni,n,3,\xc3\xa9t\xc3\xa9,3.5,4\n",
+            b"i,n,1,A,1.5,2\ni,n,2,\xff,2.5,3\ni,n,3,C,3.5,4\n",
+            b"i,n,1,A,1.5,2\ni,n,\xff2,B,2.5,3\ni,n,3,C,3.5,4\n",
+            b"\xff\ni,n,1,A,1.5,2\n",
+            b"i,n,1,A,1.5,2\n\xc2\xa0\ni,n,3,C,3.5,4\n",
+            b"i,n,1,A,1.5,2\ni,n,2,B,2.5,3\ni,n,3,C,3.5,4\ni,n,4,D,4.5,5\ni,n,5,E,5.5,6\n",
+        ] {
+            same_as_reference(text, &s);
+        }
+    }
+
+    #[test]
+    fn random_files_read_as_read_line_read_them() {
+        let s = trades();
+        let pieces: [&[u8]; 14] = [
+            b"i,n,1,A,1.5,2",
+            b"i,n,22,SYM0042,123.45,300",
+            b"d,n,3",
+            b"i,n,x,A,1,2",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b" ",
+            b",",
+            b"\"",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\xc3",
+            b"i,n,",
+        ];
+        let mut x = 11u64;
+        for _ in 0..300 {
+            let mut text = Vec::new();
+            for _ in 0..40 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                text.extend_from_slice(pieces[(x >> 33) as usize % pieces.len()]);
+            }
+            same_as_reference(&text, &s);
+        }
+    }
+
+    #[test]
+    fn lines_longer_than_the_buffer_are_read_whole() {
+        let long = "x".repeat(100);
+        let text = format!("a\n{long}\n\nb{long}\r\nlast");
+        let mut r = LineReader::new(Box::new(std::io::Cursor::new(text.clone().into_bytes())), 4);
+        let mut got = Vec::new();
+        while let Some(l) = r.next_line().unwrap() {
+            got.push(String::from_utf8(l.to_vec()).unwrap());
+        }
+        let want: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_line_scanner_splits_as_split_inclusive() {
+        let mut x = 5u64;
+        for _ in 0..2000 {
+            let mut text = Vec::new();
+            for _ in 0..(x >> 60) * 8 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                text.push(b"ab\n\r,\x8a\x0a\xff"[(x >> 33) as usize % 8]);
+            }
+            assert_eq!(
+                find_newline(&text),
+                text.iter().position(|&c| c == b'\n'),
+                "{text:?}"
+            );
+            let capacity = 1 + (x >> 40) as usize % 20;
+            let mut r = LineReader::new(Box::new(std::io::Cursor::new(text.clone())), capacity);
+            let mut got = Vec::new();
+            while let Some(l) = r.next_line().unwrap() {
+                got.push(l.to_vec());
+            }
+            let want: Vec<Vec<u8>> = text
+                .split_inclusive(|&c| c == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect();
+            assert_eq!(got, want, "{text:?} with a buffer of {capacity}");
+        }
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_an_error_and_the_position_stays() {
+        let s = trades();
+        let path = temp_file(b"i,n,1,A,1.5,2\ni,n,2,B\xff,2.5,3\ni,n,3,C,3.5,4\n");
+        let mut p = FsPublisher::open(&spec(&path, &[]), &s, None, Path::new("/")).unwrap();
+        assert_eq!(p.next_batch().unwrap().unwrap().block.events.len(), 1);
+        let e = p.next_batch().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), "stream did not contain valid UTF-8");
+        assert_eq!(p.position(), 1);
+        let b = p.next_batch().unwrap().unwrap();
+        assert_eq!(b.block.id, MsgId(2));
+        assert_eq!(b.block.events[0].row[0], sluice_event::Value::Int64(3));
+        // Skipping over it fails the same way.
+        let mut q = FsPublisher::open(&spec(&path, &[]), &s, None, Path::new("/")).unwrap();
+        assert_eq!(
+            q.skip_to(2).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn skip_to_and_maxevents() {
+        let s = trades();
+        let path = temp_file(b"h\ni,n,1,A,1.5,2\n\ni,n,3,C,3.5,4\ni,n,4,D,4.5,5\n");
+        let mut p = FsPublisher::open(
+            &spec(&path, &[("header", "1"), ("maxevents", "1")]),
+            &s,
+            None,
+            Path::new("/"),
+        )
+        .unwrap();
+        p.skip_to(3).unwrap();
+        let b = p.next_batch().unwrap().unwrap();
+        assert_eq!(b.block.id, MsgId(4));
+        assert_eq!(b.block.events[0].row[0], sluice_event::Value::Int64(3));
+        assert!(p.next_batch().unwrap().is_none());
+        let mut q = FsPublisher::open(&spec(&path, &[]), &s, None, Path::new("/")).unwrap();
+        let e = q.skip_to(6).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("has 5 lines"), "{e}");
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -151,20 +151,25 @@ fn utf8_len(b: u8) -> usize {
 
 /// Parses one field's text as `ty`. Empty text is null.
 pub fn parse_value(text: &str, ty: FieldType, fmt: Option<&DateFormat>) -> Option<Value> {
-    if text.is_empty() {
-        return Some(Value::Null);
-    }
     if ty == FieldType::String {
+        if text.is_empty() {
+            return Some(Value::Null);
+        }
         return Some(Value::String(Arc::from(text)));
     }
+    parse_non_string(text, ty, fmt)
+}
+
+/// [`parse_value`] for every type but string.
+fn parse_non_string(text: &str, ty: FieldType, fmt: Option<&DateFormat>) -> Option<Value> {
     let t = text.trim_ascii();
     if t.is_empty() {
         return Some(Value::Null);
     }
     Some(match ty {
-        FieldType::String => unreachable!("handled above"),
-        FieldType::Int32 => Value::Int32(t.parse().ok()?),
-        FieldType::Int64 => Value::Int64(t.parse().ok()?),
+        FieldType::String => Value::String(Arc::from(text)),
+        FieldType::Int32 => Value::Int32(parse_i32(t)?),
+        FieldType::Int64 => Value::Int64(parse_i64(t)?),
         FieldType::Double => Value::Double(parse_double(t)?),
         FieldType::Money => Value::Money(value::parse_money(t)?),
         FieldType::Date => Value::Date(time::parse_date(text, fmt)?),
@@ -172,23 +177,524 @@ pub fn parse_value(text: &str, ty: FieldType, fmt: Option<&DateFormat>) -> Optio
     })
 }
 
+/// Splits an optional leading `+` or `-` off `b`: (negative, rest).
+#[inline]
+fn split_sign(b: &[u8]) -> (bool, &[u8]) {
+    match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    }
+}
+
+/// The value of 1 to `max_digits` ASCII digits (no overflow of an i64 possible below 19);
+/// `None` when a byte is not a digit or the length is outside that range.
+#[inline]
+fn short_digits(b: &[u8], max_digits: usize) -> Option<i64> {
+    if b.is_empty() || b.len() > max_digits {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + i64::from(d);
+    }
+    Some(v)
+}
+
+/// `s.parse::<i64>()`, with a fast path for up to 18 digits (the same result: std accepts
+/// exactly an optional sign and digits).
+pub fn parse_i64(s: &str) -> Option<i64> {
+    let (neg, digits) = split_sign(s.as_bytes());
+    if digits.len() <= 18 && !digits.is_empty() {
+        let v = short_digits(digits, 18)?;
+        return Some(if neg { -v } else { v });
+    }
+    s.parse().ok()
+}
+
+/// `s.parse::<i32>()`, with a fast path for up to 9 digits.
+pub fn parse_i32(s: &str) -> Option<i32> {
+    let (neg, digits) = split_sign(s.as_bytes());
+    if digits.len() <= 9 && !digits.is_empty() {
+        let v = short_digits(digits, 9)? as i32;
+        return Some(if neg { -v } else { v });
+    }
+    s.parse().ok()
+}
+
+/// Powers of ten exactly representable as f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// `s.parse::<f64>()`, bit for bit. Plain decimals (`[+-]digits[.digits]`, at most 19
+/// digits, a mantissa of at most 2^53 and at most 22 fractional digits) take Clinger's fast
+/// path: the mantissa and the power of ten are exact, and one IEEE division rounds
+/// correctly, so the result is the correctly rounded value std's parser also gives.
+/// Everything else (exponents, `inf`, long mantissas, errors) goes to std.
+pub fn parse_f64(s: &str) -> Option<f64> {
+    let (neg, b) = split_sign(s.as_bytes());
+    let mut mant: u64 = 0;
+    let mut i = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        mant = mant.wrapping_mul(10).wrapping_add(u64::from(b[i] - b'0'));
+        i += 1;
+    }
+    let int_digits = i;
+    let mut frac_digits = 0;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            mant = mant.wrapping_mul(10).wrapping_add(u64::from(b[i] - b'0'));
+            i += 1;
+            frac_digits += 1;
+        }
+    }
+    let digits = int_digits + frac_digits;
+    if i == b.len() && digits > 0 && digits <= 19 && frac_digits <= 22 && mant <= 1 << 53 {
+        let v = mant as f64 / POW10[frac_digits];
+        return Some(if neg { -v } else { v });
+    }
+    s.parse().ok()
+}
+
 fn parse_double(s: &str) -> Option<f64> {
-    let v: f64 = s.parse().ok()?;
+    let v = parse_f64(s)?;
     // Rust accepts "inf" and "NaN"; ESP data does not use them and they poison aggregates.
     v.is_finite().then_some(v)
 }
 
 /// Parses one CSV line into an event of `schema`.
 pub fn parse_event(line: &str, schema: &Schema, opts: &CsvOptions) -> Result<Event, CsvError> {
+    let fmt = opts.dateformat.as_ref();
+    parse_line(line, schema, opts, |_, text, ty| parse_value(text, ty, fmt))
+}
+
+/// Splits `line` (a trailing `\n` and then `\r` dropped) and builds the event, each field's
+/// value made by `value(position, text, type)`.
+fn parse_line(
+    line: &str,
+    schema: &Schema,
+    opts: &CsvOptions,
+    value: impl FnMut(usize, &str, FieldType) -> Option<Value>,
+) -> Result<Event, CsvError> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     let line = line.strip_suffix('\r').unwrap_or(line);
     if memchr::memchr(b'"', line.as_bytes()).is_none() {
         // Fast path: no quoting, no allocation for the split.
-        parse_fields(Fields::new(line, opts.delim()), schema, opts)
+        parse_fields(Fields::new(line, opts.delim()), schema, opts, value)
     } else {
         let mut cols = Vec::new();
         split_line(line, opts.delim(), &mut cols)?;
-        parse_fields(cols.iter().map(|c| c.as_ref()), schema, opts)
+        parse_fields(cols.iter().map(|c| c.as_ref()), schema, opts, value)
+    }
+}
+
+/// String values at most this long are remembered by a [`CsvParser`].
+const STR_CACHE_MAX_LEN: usize = 32;
+/// Bits of the hash that pick a string cache set (of [`STR_CACHE_WAYS`] slots).
+const STR_CACHE_BITS: u32 = 10;
+const STR_CACHE_WAYS: usize = 2;
+
+/// The last string values seen in one field, in a table indexed by a hash of their bytes (two
+/// slots per hash, the more recent first): a value equal to one in its slots is a clone of
+/// the same `Arc`, so a repeated value (a symbol, a name) costs no allocation. The result is
+/// the same string either way. At most 2048 strings of up to 32 bytes are kept per field.
+#[derive(Clone, Debug, Default)]
+struct StrCache {
+    slots: Vec<Option<Arc<str>>>,
+}
+
+impl StrCache {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        match self.get_bytes(text.as_bytes()) {
+            Some(s) => s,
+            None => Arc::from(text),
+        }
+    }
+
+    /// The string of `b`, `None` when `b` is not UTF-8. A hit needs no UTF-8 check: the
+    /// bytes equal those of a string.
+    fn get_bytes(&mut self, b: &[u8]) -> Option<Arc<str>> {
+        if b.len() > STR_CACHE_MAX_LEN {
+            return std::str::from_utf8(b).ok().map(Arc::from);
+        }
+        if self.slots.is_empty() {
+            self.slots = vec![None; STR_CACHE_WAYS << STR_CACHE_BITS];
+        }
+        let set = (str_hash(b) >> (usize::BITS - STR_CACHE_BITS)) * STR_CACHE_WAYS;
+        let set = &mut self.slots[set..set + STR_CACHE_WAYS];
+        if let Some(s) = &set[0] {
+            if short_eq(s.as_bytes(), b) {
+                return Some(Arc::clone(s));
+            }
+        }
+        if let Some(s) = &set[1] {
+            if short_eq(s.as_bytes(), b) {
+                let s = Arc::clone(s);
+                set.swap(0, 1);
+                return Some(s);
+            }
+        }
+        let s: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
+        set[1] = set[0].replace(Arc::clone(&s));
+        Some(s)
+    }
+}
+
+/// A hash of a short byte string (8 bytes at a time), good in its high bits.
+#[inline]
+fn str_hash(b: &[u8]) -> usize {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = b.len() as u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h.rotate_left(26) ^ word(c)).wrapping_mul(K);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let n = b.len();
+        let w = if n >= 8 {
+            // The last 8 bytes (overlapping the chunks before).
+            word(&b[n - 8..])
+        } else if n >= 4 {
+            // The first and the last 4 bytes (overlapping).
+            u64::from(word4(b)) << 32 | u64::from(word4(&b[n - 4..]))
+        } else {
+            tail.iter().fold(0u64, |w, &c| (w << 8) | u64::from(c))
+        };
+        h = (h.rotate_left(26) ^ w).wrapping_mul(K);
+    }
+    (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) as usize
+}
+
+/// `a == b` for strings of at most [`STR_CACHE_MAX_LEN`] bytes, without a call to `memcmp`.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if n < 4 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    if n < 8 {
+        return word4(a) == word4(b) && word4(&a[n - 4..]) == word4(&b[n - 4..]);
+    }
+    // Words at the start and at the end cover up to 16 bytes; longer strings compare whole.
+    word(a) == word(b)
+        && word(&a[n - 8..]) == word(&b[n - 8..])
+        && (n <= 16 || a[8..n - 8] == b[8..n - 8])
+}
+
+/// The first 4 bytes of `b` (at least 4 long) as a little-endian word.
+#[inline]
+fn word4(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(w)
+}
+
+/// The first 8 bytes of `b` (at least 8 long) as a little-endian word.
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// Bytes of `w` equal to `c` have their high bit set in the result, and so may bytes after
+/// the first equal one (a borrow), never bytes before it: the lowest set bit is exact.
+#[inline]
+fn bytes_equal(w: u64, c: u8) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let x = w ^ (LO * u64::from(c));
+    x.wrapping_sub(LO) & !x & (LO << 7)
+}
+
+/// The position in `b` of the first `delim` or `"`.
+#[inline]
+fn find_delim_or_quote(b: &[u8], delim: u8) -> Option<usize> {
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let w = word(c);
+        let m = bytes_equal(w, delim) | bytes_equal(w, b'"');
+        if m != 0 {
+            return Some(at + (m.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == delim || c == b'"')
+        .map(|p| at + p)
+}
+
+/// Parses the CSV lines of one schema and set of options, one after another: the same events
+/// and errors as [`parse_event`], with less work per line. Repeated short string values
+/// share one allocation per field (see [`StrCache`]); nothing else is kept between lines.
+#[derive(Clone, Debug)]
+pub struct CsvParser {
+    schema: Schema,
+    /// The schema's field types, in order.
+    types: Vec<FieldType>,
+    opts: CsvOptions,
+    /// The delimiter allows [`CsvParser::parse_plain`]: ASCII, and neither a quote, a line
+    /// end nor a character of a number.
+    plain: bool,
+    /// One per schema field (unused for non-string fields).
+    strings: Vec<StrCache>,
+}
+
+/// Reads `[-]digits` at `line[at..]` up to the delimiter or the end of the line: the value
+/// and the position after the digits, when there are 1 to `max_digits` digits (so no
+/// overflow) and the field ends there.
+#[inline]
+fn plain_int(line: &[u8], at: usize, delim: u8, max_digits: usize) -> Option<(i64, usize)> {
+    let neg = line.get(at) == Some(&b'-');
+    let first = at + usize::from(neg);
+    let mut j = first;
+    let mut v: i64 = 0;
+    while let Some(&c) = line.get(j) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add(i64::from(d));
+        j += 1;
+    }
+    let digits = j - first;
+    if digits == 0 || digits > max_digits || line.get(j).is_some_and(|&c| c != delim) {
+        return None;
+    }
+    Some((if neg { -v } else { v }, j))
+}
+
+/// Reads `[-]digits[.digits]` at `line[at..]` up to the delimiter or the end of the line,
+/// when [`parse_f64`]'s fast path applies to it (the same value).
+#[inline]
+fn plain_double(line: &[u8], at: usize, delim: u8) -> Option<(f64, usize)> {
+    let neg = line.get(at) == Some(&b'-');
+    let mut j = at + usize::from(neg);
+    let mut mant: u64 = 0;
+    let mut digits = 0usize;
+    while let Some(&c) = line.get(j) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
+        j += 1;
+        digits += 1;
+    }
+    let mut frac = 0usize;
+    if line.get(j) == Some(&b'.') {
+        j += 1;
+        while let Some(&c) = line.get(j) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
+            j += 1;
+            frac += 1;
+        }
+    }
+    digits += frac;
+    if digits == 0
+        || digits > 19
+        || frac > 22
+        || mant > 1 << 53
+        || line.get(j).is_some_and(|&c| c != delim)
+    {
+        return None;
+    }
+    let v = mant as f64 / POW10[frac];
+    Some((if neg { -v } else { v }, j))
+}
+
+/// The opcode of a plain opcode column (empty or one letter).
+#[inline]
+fn plain_opcode(col: &[u8]) -> Option<Opcode> {
+    Some(match col {
+        [] => Opcode::Insert,
+        [c] => match c.to_ascii_lowercase() {
+            b'i' => Opcode::Insert,
+            b'u' => Opcode::Update,
+            b'd' => Opcode::Delete,
+            b'p' => Opcode::Upsert,
+            b's' => Opcode::SafeDelete,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The flags of a plain flags column (empty or one letter).
+#[inline]
+fn plain_flags(col: &[u8]) -> Option<Flags> {
+    Some(match col {
+        [] => Flags::Normal,
+        [c] => match c.to_ascii_lowercase() {
+            b'n' => Flags::Normal,
+            b'p' => Flags::Partial,
+            b'r' => Flags::Retention,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+impl CsvParser {
+    /// A parser for lines of `schema` read with `opts`.
+    pub fn new(schema: &Schema, opts: &CsvOptions) -> CsvParser {
+        let d = opts.delim();
+        CsvParser {
+            schema: schema.clone(),
+            types: schema.fields().iter().map(|f| f.ty).collect(),
+            opts: opts.clone(),
+            plain: d.is_ascii() && !d.is_ascii_digit() && !b"+-.\"\r\n".contains(&d),
+            strings: vec![StrCache::default(); schema.len()],
+        }
+    }
+
+    /// Parses one line (a trailing `\n` and then `\r` dropped), as [`parse_event`] does.
+    pub fn parse(&mut self, line: &str) -> Result<Event, CsvError> {
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        let bare = bare.strip_suffix('\r').unwrap_or(bare);
+        if let Some(ev) = self.parse_plain(bare.as_bytes()) {
+            return Ok(ev);
+        }
+        let fmt = self.opts.dateformat.as_ref();
+        let strings = &mut self.strings;
+        parse_line(line, &self.schema, &self.opts, |i, text, ty| {
+            string_or_value(strings, i, text, ty, fmt)
+        })
+    }
+
+    /// The fast path of [`CsvParser::parse`], on the bytes of a line without its line end:
+    /// `Some` with the event `parse` gives, for a line that is UTF-8 and parses without error
+    /// and whose fields are plain (no quote in the line; a one-letter or empty opcode and
+    /// flags; as many fields as the schema expects; integers and doubles as bare digits).
+    /// `None` when `parse` must decide, with the same values as `parse` for the fields it
+    /// read (strings are looked up in the same cache).
+    pub fn parse_plain(&mut self, line: &[u8]) -> Option<Event> {
+        if !self.plain {
+            return None;
+        }
+        let delim = self.opts.delim();
+        // Position of the next field; `more` while a field starts there.
+        let mut at = 0usize;
+        let opcode = if self.opts.add_opcode {
+            if self.opts.upsert {
+                Opcode::Upsert
+            } else {
+                Opcode::Insert
+            }
+        } else {
+            let (op, len) = match line {
+                [d, ..] if *d == delim => (Opcode::Insert, 0),
+                [c, d, ..] if *d == delim => (plain_opcode(std::slice::from_ref(c))?, 1),
+                _ => return None,
+            };
+            at = len + 1;
+            op
+        };
+        let flags = if self.opts.add_flags {
+            Flags::Normal
+        } else {
+            let (fl, len) = match &line[at..] {
+                [d, ..] if *d == delim => (Flags::Normal, 0),
+                [c, d, ..] if *d == delim => (plain_flags(std::slice::from_ref(c))?, 1),
+                _ => return None,
+            };
+            at += len + 1;
+            fl
+        };
+        let fmt = self.opts.dateformat.as_ref();
+        let mut row = Vec::with_capacity(self.types.len());
+        let mut more = true;
+        for (i, &ty) in self.types.iter().enumerate() {
+            if self.opts.missing_field == Some(i) {
+                row.push(Value::Null);
+                continue;
+            }
+            if !more {
+                return None;
+            }
+            let fast = match ty {
+                FieldType::Int64 => plain_int(line, at, delim, 18).map(|(v, e)| {
+                    row.push(Value::Int64(v));
+                    e
+                }),
+                FieldType::Int32 => plain_int(line, at, delim, 9).map(|(v, e)| {
+                    row.push(Value::Int32(v as i32));
+                    e
+                }),
+                FieldType::Double => plain_double(line, at, delim).map(|(v, e)| {
+                    row.push(Value::Double(v));
+                    e
+                }),
+                _ => None,
+            };
+            let end = match fast {
+                Some(end) => end,
+                None => {
+                    let rest = &line[at..];
+                    let end = match find_delim_or_quote(rest, delim) {
+                        // A quote: `parse` splits the line its own way.
+                        Some(p) if rest[p] == b'"' => return None,
+                        Some(p) => at + p,
+                        None => line.len(),
+                    };
+                    let text = &line[at..end];
+                    row.push(match ty {
+                        FieldType::String if text.is_empty() => Value::Null,
+                        FieldType::String => Value::String(self.strings[i].get_bytes(text)?),
+                        _ => parse_non_string(std::str::from_utf8(text).ok()?, ty, fmt)?,
+                    });
+                    end
+                }
+            };
+            more = end < line.len();
+            at = end + 1;
+        }
+        if more {
+            // Extra columns: an error `parse` reports.
+            return None;
+        }
+        Some(Event {
+            opcode,
+            flags,
+            row,
+            old: None,
+        })
+    }
+}
+
+/// A field's value as [`parse_value`] gives it, short strings shared through `strings`.
+#[inline]
+fn string_or_value(
+    strings: &mut [StrCache],
+    i: usize,
+    text: &str,
+    ty: FieldType,
+    fmt: Option<&DateFormat>,
+) -> Option<Value> {
+    if ty == FieldType::String {
+        if text.is_empty() {
+            return Some(Value::Null);
+        }
+        Some(Value::String(strings[i].get(text)))
+    } else {
+        parse_non_string(text, ty, fmt)
     }
 }
 
@@ -238,6 +744,7 @@ fn parse_fields<'a>(
     mut cols: impl Iterator<Item = &'a str>,
     schema: &Schema,
     opts: &CsvOptions,
+    mut value: impl FnMut(usize, &str, FieldType) -> Option<Value>,
 ) -> Result<Event, CsvError> {
     let opcode = if opts.add_opcode {
         if opts.upsert {
@@ -257,7 +764,6 @@ fn parse_fields<'a>(
     };
     let expected = schema.len() - usize::from(opts.missing_field.is_some());
     let is_delete = matches!(opcode, Opcode::Delete | Opcode::SafeDelete);
-    let fmt = opts.dateformat.as_ref();
     let mut row = Vec::with_capacity(schema.len());
     let mut found = 0usize;
     for (i, field) in schema.fields().iter().enumerate() {
@@ -272,7 +778,7 @@ fn parse_fields<'a>(
             }
             None => "",
         };
-        let v = parse_value(text, field.ty, fmt).ok_or_else(|| CsvError::Value {
+        let v = value(i, text, field.ty).ok_or_else(|| CsvError::Value {
             field: field.name.clone(),
             ty: field.ty,
             text: text.to_string(),
@@ -425,5 +931,452 @@ mod tests {
             e.row,
             vec![Value::Null, Value::str("VERT & PEAK"), Value::Double(45.1)]
         );
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// SplitMix64: a fixed, seedable source of test inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    fn same_f64(text: &str) {
+        let std: Option<f64> = text.parse().ok();
+        let ours = parse_f64(text);
+        assert_eq!(
+            std.map(f64::to_bits),
+            ours.map(f64::to_bits),
+            "{text:?}: std {std:?}, ours {ours:?}"
+        );
+    }
+
+    #[test]
+    fn f64_parsing_equals_std_on_edge_cases() {
+        for t in [
+            "",
+            ".",
+            "-",
+            "+",
+            "-.",
+            "0",
+            "-0",
+            "+0",
+            "-0.0",
+            "0.0",
+            "1.",
+            ".5",
+            "-.5",
+            "+.5",
+            "1.5",
+            "123.45",
+            "0.1",
+            "0.3",
+            "1e5",
+            "1E5",
+            "1.5e-3",
+            "inf",
+            "-inf",
+            "NaN",
+            "infinity",
+            "1..2",
+            "1.2.3",
+            "--1",
+            "+-1",
+            " 1",
+            "1 ",
+            "1,5",
+            "0x10",
+            "9007199254740992",
+            "9007199254740993",
+            "9007199254740992.5",
+            "900719925474099.3",
+            "1234567890123456789",
+            "12345678901234567890",
+            "0.1234567890123456789",
+            "0.0000000000000000000001",
+            "0.00000000000000000000001",
+            "1.0000000000000000000000",
+            "0000000000000000000000000001.5",
+            "179769313486231570000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000.0",
+            "2.2250738585072014e-308",
+            "4.9e-324",
+            "1e400",
+            "٣",
+        ] {
+            same_f64(t);
+        }
+    }
+
+    #[test]
+    fn f64_parsing_equals_std_on_random_decimals() {
+        let mut r = Rng(42);
+        let mut s = String::new();
+        for _ in 0..200_000 {
+            s.clear();
+            match r.below(4) {
+                0 => s.push('-'),
+                1 if r.below(4) == 0 => s.push('+'),
+                _ => {}
+            }
+            let int_digits = r.below(21);
+            let frac_digits = r.below(25);
+            for _ in 0..int_digits {
+                s.push(char::from(b'0' + r.below(10) as u8));
+            }
+            if frac_digits > 0 || r.below(8) == 0 {
+                s.push('.');
+            }
+            for _ in 0..frac_digits {
+                s.push(char::from(b'0' + r.below(10) as u8));
+            }
+            if r.below(20) == 0 {
+                s.push('e');
+                s.push_str(&(r.below(40) as i32 - 20).to_string());
+            }
+            same_f64(&s);
+            // Values printed the way data files hold them.
+            let v = f64::from_bits(r.next());
+            if v.is_finite() {
+                same_f64(&v.to_string());
+                same_f64(&format!("{v:.2}"));
+            }
+            same_f64(&format!("{}.{:02}", r.below(100_000), r.below(100)));
+        }
+    }
+
+    #[test]
+    fn integer_parsing_equals_std() {
+        let mut cases: Vec<String> = [
+            "",
+            "+",
+            "-",
+            "0",
+            "-0",
+            "+0",
+            "+5",
+            "-5",
+            "007",
+            "1_0",
+            " 1",
+            "1 ",
+            "1.0",
+            "--1",
+            "+-1",
+            "2147483647",
+            "2147483648",
+            "-2147483648",
+            "-2147483649",
+            "999999999",
+            "1000000000",
+            "-999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "999999999999999999",
+            "1000000000000000000",
+            "0000000000000000000000001",
+            "١",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut r = Rng(7);
+        for _ in 0..50_000 {
+            let digits = r.below(22);
+            let mut s = String::new();
+            if r.below(3) == 0 {
+                s.push('-');
+            }
+            for _ in 0..digits {
+                s.push(char::from(b'0' + r.below(10) as u8));
+            }
+            cases.push(s);
+            cases.push((r.next() as i64).to_string());
+            cases.push((r.next() as i32).to_string());
+        }
+        for s in &cases {
+            assert_eq!(parse_i64(s), s.parse::<i64>().ok(), "{s:?} as i64");
+            assert_eq!(parse_i32(s), s.parse::<i32>().ok(), "{s:?} as i32");
+        }
+    }
+
+    fn trades() -> Schema {
+        Schema::parse_schema_string("id*:int64,symbol:string,price:double,quantity:int32").unwrap()
+    }
+
+    /// `CsvParser::parse` gives what `parse_event` gives, and its fast path never differs.
+    fn check(parser: &mut CsvParser, line: &str, schema: &Schema, opts: &CsvOptions) {
+        let want = parse_event(line, schema, opts);
+        let got = parser.parse(line);
+        assert_eq!(got, want, "{line:?} with {opts:?}");
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        let bare = bare.strip_suffix('\r').unwrap_or(bare);
+        if let Some(ev) = parser.parse_plain(bare.as_bytes()) {
+            assert_eq!(Ok(ev), want, "fast path on {line:?} with {opts:?}");
+        }
+    }
+
+    #[test]
+    fn the_parser_equals_parse_event_on_edge_cases() {
+        let s = trades();
+        let lines = [
+            "i,n,17,SYM0042,123.45,300",
+            "I,N,17,SYM0042,123.45,300",
+            "i,n,17,SYM0042,123.45,300\n",
+            "i,n,17,SYM0042,123.45,300\r\n",
+            "i,n,17,SYM0042,123.45,300\r",
+            ",,17,SYM0042,123.45,300",
+            "insert,n,17,SYM0042,123.45,300",
+            " i,n,17,SYM0042,123.45,300",
+            "i, n,17,SYM0042,123.45,300",
+            "x,n,17,SYM0042,123.45,300",
+            "i,x,17,SYM0042,123.45,300",
+            "i,nn,17,SYM0042,123.45,300",
+            "u,p,17,,,",
+            "u,p,17,,,\r\n",
+            "d,n,17",
+            "d,n,17,",
+            "d,n,,",
+            "s,n,17,a",
+            "p,r,17,a,1,2",
+            "i,n,17,SYM0042,123.45",
+            "i,n,17,SYM0042,123.45,300,",
+            "i,n,17,SYM0042,123.45,300,extra",
+            "i,n,17,SYM0042,123.45,300,,",
+            "i,n",
+            "i",
+            "i,",
+            "i,n,",
+            "i,n,-17,SYM0042,-123.45,-300",
+            "i,n,+17,SYM0042,+123.45,+300",
+            "i,n, 17 ,SYM0042, 123.45 , 300 ",
+            "i,n,17,  SYM 42 ,123.45,300",
+            "i,n,17,SYM0042,1e3,300",
+            "i,n,17,SYM0042,inf,300",
+            "i,n,17,SYM0042,NaN,300",
+            "i,n,17,SYM0042,.5,300",
+            "i,n,17,SYM0042,5.,300",
+            "i,n,17,SYM0042,.,300",
+            "i,n,17,SYM0042,-,300",
+            "i,n,17,SYM0042,123.45,3000000000",
+            "i,n,17,SYM0042,123.45,2147483647",
+            "i,n,17,SYM0042,123.45,-2147483648",
+            "i,n,9223372036854775807,a,1,2",
+            "i,n,9223372036854775808,a,1,2",
+            "i,n,-9223372036854775808,a,1,2",
+            "i,n,123456789012345678,a,1,2",
+            "i,n,1234567890123456789,a,1,2",
+            "i,n,17,SYM0042,9007199254740993,300",
+            "i,n,17,SYM0042,0.1234567890123456789012,300",
+            "i,n,17,SYM0042,0.12345678901234567890123,300",
+            "i,n,17,\"SYM,0042\",123.45,300",
+            "i,n,17,\"SYM\"\"0042\",123.45,300",
+            "i,n,17,\"SYM\\\"0042\",123.45,300",
+            "i,n,17, \"SYM\" ,123.45,300",
+            "i,n,\"17\",SYM0042,\"123.45\",300",
+            "i,n,17,SYM\"0042,123.45,300",
+            "i,n,17,\"unterminated,123.45,300",
+            "i,n,17,,123.45,300",
+            "i,n,,SYM0042,,",
+            "i,n,17,héllo wörld,123.45,300",
+            "i,n,17,日本語,123.45,300",
+            "i,n,17,a very long string value that is longer than the cache keeps,1.5,2",
+            "i,n,17,SYM0042,1,2",
+            "i,n,17,SYM0042,1,2",
+            "i,n,17,ＳＹＭ,1,2",
+            "i,n,1٣,a,1,2",
+            "i,n,17,SYM0042,12٣.45,300",
+        ];
+        let mut p = CsvParser::new(&s, &CsvOptions::new());
+        for line in lines {
+            check(&mut p, line, &s, &CsvOptions::new());
+        }
+        // Other delimiters, including ones the fast path leaves to `parse`.
+        for d in [b';', b'|', b'\t', b' ', b'.', b'-', b'1', b'"', b'e'] {
+            let o = CsvOptions {
+                delimiter: d,
+                ..CsvOptions::new()
+            };
+            let mut p = CsvParser::new(&s, &o);
+            for line in lines {
+                let line = line.replace(',', std::str::from_utf8(&[d]).unwrap());
+                check(&mut p, &line, &s, &o);
+            }
+        }
+        // Without opcode and flags columns, with a missing autogen key, with upserts.
+        let o = CsvOptions {
+            add_opcode: true,
+            add_flags: true,
+            missing_field: Some(0),
+            upsert: true,
+            ..CsvOptions::new()
+        };
+        let mut p = CsvParser::new(&s, &o);
+        for line in [
+            "SYM0042,123.45,300",
+            "SYM0042,123.45",
+            "SYM0042,123.45,300,",
+            ",,",
+            "\"a,b\",1,2",
+        ] {
+            check(&mut p, line, &s, &o);
+        }
+    }
+
+    #[test]
+    fn the_parser_equals_parse_event_on_every_type() {
+        let s = Schema::parse_schema_string(
+            "k*:int64,i:int32,d:double,m:money,s:string,dt:date,st:stamp,t:string",
+        )
+        .unwrap();
+        let mut p = CsvParser::new(&s, &CsvOptions::new());
+        for line in [
+            "i,n,1,2,3.5,4.25,x,2024-01-02 03:04:05,2024-01-02 03:04:05.123456,y",
+            "i,n,1,2,3.5,4.25,x,1700000000,1700000000000000,y",
+            "i,n,1,2,3.5,4.25,x,,,",
+            "i,n,1,2,3.5,bad,x,,,",
+            "i,n,1,2,3.5,4.25,x,notadate,,",
+        ] {
+            check(&mut p, line, &s, &CsvOptions::new());
+        }
+    }
+
+    #[test]
+    fn the_parser_equals_parse_event_on_random_lines() {
+        let s = trades();
+        let pieces = [
+            "",
+            "i",
+            "n",
+            "u",
+            "d",
+            "p",
+            "x",
+            "I",
+            "N",
+            "-",
+            "+",
+            ".",
+            "0",
+            "1",
+            "7",
+            "42",
+            "123.45",
+            "-0",
+            "1e5",
+            " ",
+            "\"",
+            "\"\"",
+            "\\\"",
+            "SYM0042",
+            "é",
+            "日本",
+            ",",
+            ",",
+            ",",
+            ",",
+            "\r",
+            "9999999999",
+            "99999999999999999999",
+        ];
+        let mut r = Rng(3);
+        let mut p = CsvParser::new(&s, &CsvOptions::new());
+        for _ in 0..100_000 {
+            let mut line = String::new();
+            // Mostly well-formed lines with one field disturbed, some pure noise.
+            if r.below(2) == 0 {
+                let mut fields = [
+                    r.pick(&["i", "n", "u", "d", "p", "", "x"]).to_string(),
+                    r.pick(&["n", "p", "r", "", "q"]).to_string(),
+                    r.below(1_000_000).to_string(),
+                    format!("SYM{:04}", r.below(50)),
+                    format!("{}.{:02}", r.below(1000), r.below(100)),
+                    r.below(1000).to_string(),
+                ];
+                let f = r.below(fields.len());
+                let extra = r.pick(&pieces);
+                match r.below(3) {
+                    0 => fields[f].push_str(extra),
+                    1 => fields[f].insert_str(0, extra),
+                    _ => fields[f] = extra.to_string(),
+                }
+                line = fields.join(",");
+            } else {
+                for _ in 0..r.below(14) {
+                    line.push_str(r.pick(&pieces));
+                }
+            }
+            check(&mut p, &line, &s, &CsvOptions::new());
+        }
+    }
+
+    #[test]
+    fn byte_helpers_equal_their_plain_forms() {
+        let mut r = Rng(5);
+        let alphabet = b"ab,\"\n;\xff\x80";
+        for _ in 0..20_000 {
+            let n = r.below(STR_CACHE_MAX_LEN + 1);
+            let a: Vec<u8> = (0..n).map(|_| alphabet[r.below(alphabet.len())]).collect();
+            let mut b = a.clone();
+            if n > 0 && r.below(2) == 0 {
+                let i = r.below(n);
+                b[i] = alphabet[r.below(alphabet.len())];
+            }
+            if r.below(8) == 0 {
+                b.push(b'a');
+            }
+            assert_eq!(short_eq(&a, &b), a == b, "{a:?} {b:?}");
+            if a == b {
+                assert_eq!(str_hash(&a), str_hash(&b));
+            }
+            for d in [b',', b';', b'\n', 0xff] {
+                assert_eq!(
+                    find_delim_or_quote(&a, d),
+                    a.iter().position(|&c| c == d || c == b'"'),
+                    "{a:?} {d}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_strings_share_one_allocation_and_compare_by_content() {
+        let s = trades();
+        let mut p = CsvParser::new(&s, &CsvOptions::new());
+        let a = p.parse("i,n,1,SYM0042,1.5,2").unwrap();
+        let b = p.parse("i,n,2,SYM0042,1.5,2").unwrap();
+        let (Value::String(x), Value::String(y)) = (&a.row[1], &b.row[1]) else {
+            panic!("strings expected");
+        };
+        assert!(Arc::ptr_eq(x, y));
+        // Many distinct values: each is still its own text.
+        for i in 0..5000 {
+            let line = format!("i,n,{i},S{},1.5,2", i % 3000);
+            let ev = p.parse(&line).unwrap();
+            assert_eq!(
+                ev.row[1],
+                Value::String(Arc::from(format!("S{}", i % 3000)))
+            );
+        }
     }
 }
