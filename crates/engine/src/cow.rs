@@ -261,6 +261,137 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     }
 }
 
+/// Entries per chunk of a [`CowVec`].
+pub const CHUNK: usize = 2048;
+
+/// A vector split into chunks of [`CHUNK`] entries that are shared copy-on-write: a clone
+/// (a snapshot) costs one reference-count increment per chunk, and the first change to a
+/// chunk afterwards copies that chunk only. The columns of an aggregate window's state are
+/// `CowVec`s, so that a snapshot is a cut of whole arrays that encode in one pass.
+#[derive(Debug)]
+pub struct CowVec<T> {
+    chunks: Vec<Arc<Vec<T>>>,
+    len: usize,
+}
+
+impl<T> Clone for CowVec<T> {
+    fn clone(&self) -> Self {
+        CowVec {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> Default for CowVec<T> {
+    fn default() -> Self {
+        CowVec {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Clone + PartialEq> PartialEq for CowVec<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.chunks().zip(other.chunks()).all(|(a, b)| a == b)
+    }
+}
+
+impl<T: Clone> CowVec<T> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entry `i` (panics when out of range).
+    #[inline]
+    pub fn get(&self, i: usize) -> &T {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    /// Entry `i`, copying its chunk first when a snapshot shares it.
+    #[inline]
+    pub fn get_mut(&mut self, i: usize) -> &mut T {
+        &mut Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, v: T) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        Arc::make_mut(self.chunks.last_mut().expect("a chunk")).push(v);
+        self.len += 1;
+    }
+
+    /// Appends a whole chunk (decoding): the vector must end on a chunk boundary and `v`
+    /// hold at most [`CHUNK`] entries.
+    pub fn push_chunk(&mut self, mut v: Vec<T>) {
+        assert!(
+            self.len.is_multiple_of(CHUNK) && v.len() <= CHUNK,
+            "push_chunk off a chunk boundary"
+        );
+        if v.is_empty() {
+            return;
+        }
+        self.len += v.len();
+        v.reserve_exact(CHUNK - v.len());
+        self.chunks.push(Arc::new(v));
+    }
+
+    /// Removes and returns the last entry.
+    pub fn pop(&mut self) -> Option<T> {
+        let last = self.chunks.last_mut()?;
+        let v = Arc::make_mut(last).pop().expect("chunks are never empty");
+        if last.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        Some(v)
+    }
+
+    /// Removes entry `i`, moving the last entry into its place.
+    pub fn swap_remove(&mut self, i: usize) -> T {
+        assert!(
+            i < self.len,
+            "swap_remove index {i} out of range {}",
+            self.len
+        );
+        let last = self.pop().expect("not empty");
+        if i == self.len {
+            last
+        } else {
+            std::mem::replace(self.get_mut(i), last)
+        }
+    }
+
+    /// The entries in order, a chunk at a time.
+    pub fn chunks(&self) -> impl Iterator<Item = &[T]> {
+        self.chunks.iter().map(|c| c.as_slice())
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks().flatten()
+    }
+}
+
+impl<T: Clone> FromIterator<T> for CowVec<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(it: I) -> Self {
+        let mut v = CowVec::default();
+        for x in it {
+            v.push(x);
+        }
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +475,32 @@ mod tests {
         assert!(
             a.iter().eq(r.iter()),
             "a restored map iterates like the original"
+        );
+    }
+
+    #[test]
+    fn cow_vec_pushes_removes_and_freezes() {
+        let mut v: CowVec<u64> = (0..(CHUNK as u64 * 2 + 5)).collect();
+        assert_eq!(v.len(), CHUNK * 2 + 5);
+        let frozen = v.clone();
+        *v.get_mut(3) = 99;
+        assert_eq!(*v.get(3), 99);
+        assert_eq!(*frozen.get(3), 3, "the snapshot keeps its value");
+        let last = (CHUNK * 2 + 4) as u64;
+        assert_eq!(v.swap_remove(1), 1);
+        assert_eq!(*v.get(1), last);
+        assert_eq!(v.len(), CHUNK * 2 + 4);
+        while v.len() > 1 {
+            let n = v.len();
+            v.swap_remove(n - 1);
+        }
+        assert_eq!(v.iter().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(v.swap_remove(0), 0);
+        assert!(v.is_empty());
+        assert_eq!(frozen.iter().count(), CHUNK * 2 + 5);
+        assert_eq!(
+            frozen.iter().copied().collect::<Vec<_>>(),
+            (0..last + 1).collect::<Vec<_>>()
         );
     }
 }

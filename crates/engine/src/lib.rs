@@ -375,7 +375,7 @@ impl Engine {
     }
 
     /// The rows of a window sorted by key (empty for stateless windows).
-    pub fn rows_sorted(&self, w: WindowId) -> Vec<&Row> {
+    pub fn rows_sorted(&self, w: WindowId) -> Vec<std::borrow::Cow<'_, Row>> {
         let node = &self.nodes[w.0 as usize];
         let keys = node.schema.key_indices();
         let mut rows = node.imp.rows();

@@ -10,15 +10,22 @@ use std::collections::BTreeMap;
 use sluice_event::{Key, Row, Value};
 use sluice_expr::Globals;
 
-use crate::cow::CowMap;
-use crate::state::{Entry, FxIndexMap, KeyedStore};
-use crate::window::aggregate::{Acc, AggregateWindow, Group};
+use crate::cow::{CowMap, CowVec, CHUNK};
+use crate::state::{Entry, KeyedStore};
+use crate::window::aggregate::{Acc, AccCol, AggregateWindow, GroupCols, Groups, Members, NumAcc};
 use crate::window::join::{JoinWindow, KeySet};
 use crate::window::WindowImpl;
 
 const MAGIC: &[u8; 8] = b"SLWSTATE";
+
+// Aggregate columns of plain old data are written as their memory image, which is the
+// little-endian layout the format specifies only on a little-endian machine.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "the snapshot format's plain-old-data columns assume a little-endian machine"
+);
 /// Version of the window-file encoding.
-pub const WINDOW_FILE_VERSION: u16 = 1;
+pub const WINDOW_FILE_VERSION: u16 = 2;
 
 /// Why a window file cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +36,8 @@ pub enum DecodeError {
     Magic,
     #[error("window file version {0} is newer than this sluice supports ({WINDOW_FILE_VERSION})")]
     Version(u16),
+    #[error("window file version {0} was written by an older sluice (this one reads version {WINDOW_FILE_VERSION} only): restore it with the release that wrote it, or rebuild the state by replaying the input")]
+    OldVersion(u16),
     #[error("window kind {found} in the file, but the project's window is a {expected} window")]
     Kind { found: u8, expected: &'static str },
     #[error("bad data at offset {offset}: {what}")]
@@ -179,20 +188,6 @@ impl Enc {
     }
     fn acc(&mut self, a: &Acc) {
         match a {
-            Acc::Num {
-                int,
-                float,
-                sq,
-                n,
-                is_float,
-            } => {
-                self.u8(1);
-                self.buf.extend_from_slice(&int.to_le_bytes());
-                self.u64(float.to_bits());
-                self.u64(sq.to_bits());
-                self.i64(*n);
-                self.u8(u8::from(*is_float));
-            }
             Acc::WAve { sw, swf } => {
                 self.u8(2);
                 self.u64(sw.to_bits());
@@ -206,10 +201,6 @@ impl Enc {
                     self.u32(*c);
                 }
             }
-            Acc::Running(v) => {
-                self.u8(4);
-                self.value(v);
-            }
             Acc::Ring(r) => {
                 self.u8(5);
                 self.len(r.len());
@@ -221,7 +212,6 @@ impl Enc {
                 self.u8(6);
                 self.str(t);
             }
-            Acc::None => self.u8(0),
         }
     }
 }
@@ -432,21 +422,6 @@ impl<'a> Dec<'a> {
     }
     fn acc(&mut self) -> DResult<Acc> {
         Ok(match self.u8()? {
-            0 => Acc::None,
-            1 => {
-                let int = i128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes"));
-                let float = f64::from_bits(self.u64()?);
-                let sq = f64::from_bits(self.u64()?);
-                let n = self.i64()?;
-                let is_float = self.u8()? != 0;
-                Acc::Num {
-                    int,
-                    float,
-                    sq,
-                    n,
-                    is_float,
-                }
-            }
             2 => Acc::WAve {
                 sw: f64::from_bits(self.u64()?),
                 swf: f64::from_bits(self.u64()?),
@@ -462,7 +437,6 @@ impl<'a> Dec<'a> {
                 }
                 Acc::Multi(m)
             }
-            4 => Acc::Running(self.value()?),
             5 => {
                 let n = self.len(1)?;
                 let mut r = std::collections::VecDeque::with_capacity(n);
@@ -477,60 +451,157 @@ impl<'a> Dec<'a> {
     }
 }
 
-fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, groups: &CowMap<Key, Group>) {
+/// Appends a column of plain-old-data values as its memory image (little-endian).
+fn put_pod<T: bytemuck::Pod + Clone>(e: &mut Enc, col: &CowVec<T>) {
+    for chunk in col.chunks() {
+        e.buf.extend_from_slice(bytemuck::cast_slice(chunk));
+    }
+}
+
+/// Reads `n` plain-old-data values written by [`put_pod`], a chunk at a time.
+fn get_pod<T: bytemuck::Pod + Clone>(d: &mut Dec, n: usize) -> DResult<CowVec<T>> {
+    let size = std::mem::size_of::<T>();
+    let bytes = d.take(n * size)?;
+    let mut col = CowVec::default();
+    for piece in bytes.chunks(CHUNK * size) {
+        let mut v = vec![T::zeroed(); piece.len() / size];
+        bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(piece);
+        col.push_chunk(v);
+    }
+    Ok(col)
+}
+
+const COL_EMPTY: u8 = 0;
+const COL_NUM: u8 = 1;
+const COL_RUNNING: u8 = 2;
+const COL_OTHER: u8 = 3;
+
+fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols) {
     e.u64(next_seq);
     e.globals(globals);
-    e.cow(groups, |e, g| {
-        e.values(&g.row);
-        e.i64(g.count);
-        e.len(g.accs.len());
-        for acc in &g.accs {
-            e.acc(acc);
+    // Column by column (docs/formats/snapshot.md, "Aggregate").
+    let n = g.len();
+    e.u64(n as u64);
+    e.len(g.accs.len());
+    let per_group: usize = 16
+        + g.accs
+            .iter()
+            .map(|c| match c {
+                AccCol::Empty => 0,
+                AccCol::Num(_) => std::mem::size_of::<NumAcc>(),
+                AccCol::Running(_) => 9,
+                AccCol::Other(_) => 24,
+            })
+            .sum::<usize>();
+    e.buf.reserve(n * per_group);
+    for k in g.keys.iter() {
+        e.values(k);
+    }
+    put_pod(e, &g.counts);
+    for col in &g.accs {
+        match col {
+            AccCol::Empty => e.u8(COL_EMPTY),
+            AccCol::Num(c) => {
+                e.u8(COL_NUM);
+                put_pod(e, c);
+            }
+            AccCol::Running(c) => {
+                e.u8(COL_RUNNING);
+                for v in c.iter() {
+                    e.value(v);
+                }
+            }
+            AccCol::Other(c) => {
+                e.u8(COL_OTHER);
+                for acc in c.iter() {
+                    e.acc(acc);
+                }
+            }
         }
-        e.len(g.members.len());
-        for (mk, (seq, vals)) in &g.members {
-            e.values(mk);
-            e.u64(*seq);
-            e.values(vals);
+    }
+    match &g.members {
+        Some(col) => {
+            e.u8(1);
+            for m in col.iter() {
+                e.len(m.map.len());
+                for (mk, (seq, vals)) in &m.map {
+                    e.values(mk);
+                    e.u64(*seq);
+                    e.values(vals);
+                }
+            }
         }
-    });
+        None => e.u8(0),
+    }
 }
 
 fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
     a.next_seq = d.u64()?;
     d.globals(&mut a.globals)?;
     let nfields = a.fields.len();
-    a.groups = d.cow(16, |d| {
-        let row = d.values()?;
-        let count = d.i64()?;
-        let na = d.len(1)?;
-        if na != nfields {
+    let n = d.u64()?;
+    // Each group takes at least a key length and a count.
+    let n = d.count(n, 4 + 8)?;
+    let na = d.len(0)?;
+    if na != nfields {
+        return Err(d.bad(format!(
+            "{na} aggregate functions in the snapshot, {nfields} in the window"
+        )));
+    }
+    let mut cols = a.groups.cols.empty_like();
+    for _ in 0..n {
+        cols.keys.push(d.key()?);
+    }
+    cols.counts = get_pod(d, n)?;
+    for (i, col) in cols.accs.iter_mut().enumerate() {
+        let tag = d.u8()?;
+        match (tag, &mut *col) {
+            (COL_EMPTY, AccCol::Empty) => {}
+            (COL_NUM, AccCol::Num(c)) => *c = get_pod(d, n)?,
+            (COL_RUNNING, AccCol::Running(c)) => {
+                for _ in 0..n {
+                    c.push(d.value()?);
+                }
+            }
+            (COL_OTHER, AccCol::Other(c)) => {
+                for _ in 0..n {
+                    c.push(d.acc()?);
+                }
+            }
+            _ => {
+                return Err(d.bad(format!(
+                    "column kind {tag} of aggregate function {} does not match the window",
+                    i + 1
+                )))
+            }
+        }
+    }
+    match (d.u8()?, &mut cols.members) {
+        (0, None) => {}
+        (1, Some(col)) => {
+            for _ in 0..n {
+                let nm = d.len(12)?;
+                let mut m = Members::default();
+                for _ in 0..nm {
+                    let mk = d.key()?;
+                    let seq = d.u64()?;
+                    let vals = d.values()?;
+                    m.order.insert(seq, mk.clone());
+                    m.map.insert(mk, (seq, vals));
+                }
+                col.push(m);
+            }
+        }
+        (t @ (0 | 1), _) => {
             return Err(d.bad(format!(
-                "{na} aggregate functions in the snapshot, {nfields} in the window"
-            )));
+                "member tag {t} does not match the window (members kept: {})",
+                a.keep_members
+            )))
         }
-        let mut accs = Vec::with_capacity(na);
-        for _ in 0..na {
-            accs.push(d.acc()?);
-        }
-        let nm = d.len(12)?;
-        let mut members = FxIndexMap::default();
-        let mut order = BTreeMap::new();
-        for _ in 0..nm {
-            let mk = d.key()?;
-            let seq = d.u64()?;
-            let vals = d.values()?;
-            order.insert(seq, mk.clone());
-            members.insert(mk, (seq, vals));
-        }
-        Ok(Group {
-            row,
-            count,
-            accs,
-            members,
-            order,
-        })
-    })?;
+        (t, _) => return Err(d.bad(format!("member tag {t}"))),
+    }
+    a.groups = Groups::from_cols(cols)
+        .map_err(|slot| d.bad(format!("group {slot}: a key appears twice")))?;
     Ok(())
 }
 
@@ -590,7 +661,7 @@ enum FrozenKind {
     Aggregate {
         next_seq: u64,
         globals: Globals,
-        groups: CowMap<Key, Group>,
+        groups: GroupCols,
     },
     Join(Box<FrozenJoin>),
 }
@@ -635,7 +706,7 @@ pub fn freeze(imp: &WindowImpl, splitter: Option<&Globals>) -> Frozen {
         WindowImpl::Aggregate(a) => FrozenKind::Aggregate {
             next_seq: a.next_seq,
             globals: a.globals.clone(),
-            groups: a.groups.clone(),
+            groups: a.groups.cols.clone(),
         },
         WindowImpl::Join(j) => FrozenKind::Join(Box::new(FrozenJoin {
             left: j.left.clone(),
@@ -703,6 +774,9 @@ pub fn decode_window(
     let v = d.u16()?;
     if v > WINDOW_FILE_VERSION {
         return Err(DecodeError::Version(v));
+    }
+    if v < WINDOW_FILE_VERSION {
+        return Err(DecodeError::OldVersion(v));
     }
     let k = d.u8()?;
     if k != kind_code(imp) {

@@ -131,7 +131,7 @@ fn contents(e: &Engine) -> Vec<String> {
         out.push(format!("# {}", n.path));
         for row in e.rows_sorted(WindowId(i as u32)) {
             let mut l = String::new();
-            sluice_event::csv::write_row(row, None, &mut l);
+            sluice_event::csv::write_row(&row, None, &mut l);
             out.push(l);
         }
     }

@@ -91,11 +91,13 @@ impl Value {
     }
 
     /// True when the value is `Null`.
+    #[inline]
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
 
     /// The type of a non-null value.
+    #[inline]
     pub fn field_type(&self) -> Option<FieldType> {
         Some(match self {
             Value::Null => return None,
@@ -110,6 +112,7 @@ impl Value {
     }
 
     /// Numeric view as f64 (int, double, money, date and stamp); `None` for null and strings.
+    #[inline]
     pub fn as_f64(&self) -> Option<f64> {
         Some(match *self {
             Value::Int32(v) => v as f64,
@@ -282,6 +285,7 @@ impl fmt::Display for Value {
 }
 
 impl PartialEq for Value {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
@@ -289,6 +293,7 @@ impl PartialEq for Value {
 impl Eq for Value {}
 
 impl PartialOrd for Value {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -297,6 +302,7 @@ impl PartialOrd for Value {
 impl Ord for Value {
     /// A total order: values of one type compare naturally (doubles by `total_cmp`), values
     /// of different types by a fixed type rank, null first.
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Value::Int32(a), Value::Int32(b)) => a.cmp(b),
@@ -312,6 +318,7 @@ impl Ord for Value {
 }
 
 impl Hash for Value {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u8(self.rank());
         match self {

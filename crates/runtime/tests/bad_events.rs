@@ -48,7 +48,7 @@ fn rows(r: &Runner, w: &str) -> Vec<String> {
         .into_iter()
         .map(|row| {
             let mut s = String::new();
-            sluice_event::csv::write_row(row, None, &mut s);
+            sluice_event::csv::write_row(&row, None, &mut s);
             s
         })
         .collect()

@@ -285,7 +285,7 @@ fn render(engine: &Engine, ignore: &[&str]) -> (Vec<String>, Rendered) {
             .into_iter()
             .map(|row| {
                 let mut line = String::from("I,N,");
-                sluice_event::csv::write_row(row, None, &mut line);
+                sluice_event::csv::write_row(&row, None, &mut line);
                 line
             })
             .collect();

@@ -50,7 +50,7 @@ fn contents(r: &Runner) -> Vec<String> {
         let id = e.window(&n.cq, &n.name).unwrap();
         for row in e.rows_sorted(id) {
             let mut l = format!("{} ", n.path);
-            sluice_event::csv::write_row(row, None, &mut l);
+            sluice_event::csv::write_row(&row, None, &mut l);
             out.push(l);
         }
     }

@@ -1265,7 +1265,7 @@ async fn project_results(
             let rows = engine
                 .rows_sorted(WindowId(i as u32))
                 .into_iter()
-                .cloned()
+                .map(std::borrow::Cow::into_owned)
                 .collect();
             out.push((full, n.schema.clone(), rows));
         }

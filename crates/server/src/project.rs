@@ -579,7 +579,7 @@ impl ProjectThread {
                     .engine
                     .rows_sorted(window)
                     .into_iter()
-                    .cloned()
+                    .map(std::borrow::Cow::into_owned)
                     .collect();
                 let _ = reply.send(rows);
             }
@@ -601,7 +601,7 @@ impl ProjectThread {
                         .engine
                         .rows_sorted(window)
                         .into_iter()
-                        .map(|r| Event::insert(r.clone()))
+                        .map(|r| Event::insert(r.into_owned()))
                         .collect();
                     let msg = SubMsg {
                         id: MsgId(0),
@@ -994,7 +994,7 @@ impl ProjectThread {
                     .engine
                     .rows_sorted(id)
                     .into_iter()
-                    .map(|r| Event::insert(r.clone()))
+                    .map(|r| Event::insert(r.into_owned()))
                     .collect();
                 if let Err(e) = s.write(&events) {
                     tracing::error!(target: "esp.connectors", "connector {}: write failed: {e}", s.name());
@@ -1011,7 +1011,7 @@ impl ProjectThread {
                     .engine
                     .rows_sorted(id)
                     .into_iter()
-                    .map(|r| Event::insert(r.clone()))
+                    .map(|r| Event::insert(r.into_owned()))
                     .collect();
                 if !events.is_empty() {
                     s.output(MsgId(0), &events);

@@ -94,7 +94,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             for row in engine.rows_sorted(id) {
                 line.clear();
                 line.push_str("I,N,");
-                sluice_event::csv::write_row(row, None, &mut line);
+                sluice_event::csv::write_row(&row, None, &mut line);
                 writeln!(out, "{line}")?;
             }
         }

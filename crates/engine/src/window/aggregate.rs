@@ -8,11 +8,14 @@
 //! O(1) or O(n) memory of their own.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 use sluice_event::{Event, FieldType, Key, Opcode, Row, Value};
 use sluice_expr::{EventInfo, ExprId, Globals, Program};
 
-use crate::cow::CowMap;
+use crate::cow::CowVec;
 use crate::state::{FxIndexMap, KeyRef};
 
 /// Aggregate functions.
@@ -63,44 +66,316 @@ pub struct AggField {
     pub out_pos: usize,
 }
 
-/// Running state of one function in one group.
+/// Running sums of one group for sum, average and standard deviation: exact over integers,
+/// in floating point over doubles and money. Plain old data, so a column of them is written to
+/// and read from a snapshot as one block of bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NumAcc {
+    pub int: i128,
+    pub float: f64,
+    pub sq: f64,
+    pub n: i64,
+    /// 1 once a non-integer value was added.
+    pub is_float: u64,
+}
+
+/// Running state of one function in one group, for functions without a typed column.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Acc {
-    /// Sum/average/std over integers (exact) or doubles.
-    Num {
-        int: i128,
-        float: f64,
-        sq: f64,
-        n: i64,
-        is_float: bool,
-    },
     WAve {
         sw: f64,
         swf: f64,
     },
     /// Multiset of values (min/max/mode/count-distinct under deletes).
     Multi(BTreeMap<Value, u32>),
-    /// A running value (min/max/first/last on insert-only input).
-    Running(Value),
     /// Last n+1 values (lag on insert-only input), oldest first.
     Ring(std::collections::VecDeque<Value>),
     /// Concatenation (cat on insert-only input).
     Text(String),
-    /// Nothing kept here (count, or order-dependent functions computed from members).
-    None,
 }
 
-/// One group.
+/// The column of one aggregate field: one entry per group, typed by what the function keeps.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Group {
-    /// The current output row.
-    pub row: Row,
-    pub count: i64,
-    pub accs: Vec<Acc>,
-    /// Member argument values by input key, with the seq of the event that last touched them.
-    pub members: FxIndexMap<Key, (u64, Vec<Value>)>,
+pub enum AccCol {
+    /// Nothing per group: count (from the group's count), and order-dependent functions
+    /// computed from the group's members.
+    Empty,
+    /// Sum, average, standard deviation.
+    Num(CowVec<NumAcc>),
+    /// A running value: min/max/first/last/plain expression on insert-only input.
+    Running(CowVec<Value>),
+    /// Everything else (weighted average, multisets, lag, cat).
+    Other(CowVec<Acc>),
+}
+
+impl AccCol {
+    /// The column kept for `f`.
+    pub fn for_field(f: &AggField, insert_only: bool) -> AccCol {
+        match &f.func {
+            AggFn::Sum | AggFn::Ave | AggFn::Std => AccCol::Num(CowVec::default()),
+            AggFn::Count => AccCol::Empty,
+            AggFn::Max | AggFn::Min | AggFn::First | AggFn::Last | AggFn::Plain if insert_only => {
+                AccCol::Running(CowVec::default())
+            }
+            AggFn::First | AggFn::Last | AggFn::Plain => AccCol::Empty,
+            AggFn::Lag(_) | AggFn::Cat(_) if !insert_only => AccCol::Empty,
+            _ => AccCol::Other(CowVec::default()),
+        }
+    }
+
+    /// Appends the entry of a new group.
+    fn push_new(&mut self, f: &AggField) {
+        match self {
+            AccCol::Empty => {}
+            AccCol::Num(c) => c.push(NumAcc::default()),
+            AccCol::Running(c) => c.push(Value::Null),
+            AccCol::Other(c) => c.push(match &f.func {
+                AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
+                AggFn::Lag(_) => Acc::Ring(Default::default()),
+                AggFn::Cat(_) => Acc::Text(String::new()),
+                _ => Acc::Multi(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn swap_remove(&mut self, slot: usize) {
+        match self {
+            AccCol::Empty => {}
+            AccCol::Num(c) => {
+                c.swap_remove(slot);
+            }
+            AccCol::Running(c) => {
+                c.swap_remove(slot);
+            }
+            AccCol::Other(c) => {
+                c.swap_remove(slot);
+            }
+        }
+    }
+
+    /// An empty column of the same kind.
+    pub fn empty_like(&self) -> AccCol {
+        match self {
+            AccCol::Empty => AccCol::Empty,
+            AccCol::Num(_) => AccCol::Num(CowVec::default()),
+            AccCol::Running(_) => AccCol::Running(CowVec::default()),
+            AccCol::Other(_) => AccCol::Other(CowVec::default()),
+        }
+    }
+}
+
+/// Member values of one group, kept for order-dependent functions (first, last, lag, cat,
+/// plain expressions) when the input is not insert-only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Members {
+    /// Argument values by input key, with the seq of the event that last touched them.
+    pub map: FxIndexMap<Key, (u64, Vec<Value>)>,
     /// seq -> input key, ordered.
     pub order: BTreeMap<u64, Key>,
+}
+
+/// The state of the groups, column by column: entry `s` of every column belongs to the
+/// group in slot `s`. Columns are [`CowVec`]s, so cloning them is a snapshot cut (one
+/// reference count per chunk) and encoding them is one pass over each array. A group's
+/// output row is not stored: it is computed from its accumulators when it is emitted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupCols {
+    pub keys: CowVec<Key>,
+    /// Input rows in the group.
+    pub counts: CowVec<i64>,
+    /// One column per aggregate field.
+    pub accs: Vec<AccCol>,
+    /// Present when some function needs the group's members.
+    pub members: Option<CowVec<Members>>,
+}
+
+impl GroupCols {
+    /// Empty columns for `fields`.
+    pub fn new(fields: &[AggField], insert_only: bool, keep_members: bool) -> GroupCols {
+        GroupCols {
+            keys: CowVec::default(),
+            counts: CowVec::default(),
+            accs: fields
+                .iter()
+                .map(|f| AccCol::for_field(f, insert_only))
+                .collect(),
+            members: keep_members.then(CowVec::default),
+        }
+    }
+
+    /// Empty columns of the same kinds.
+    pub fn empty_like(&self) -> GroupCols {
+        GroupCols {
+            keys: CowVec::default(),
+            counts: CowVec::default(),
+            accs: self.accs.iter().map(AccCol::empty_like).collect(),
+            members: self.members.as_ref().map(|_| CowVec::default()),
+        }
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there are no groups.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn hash_of<Q: Hash + ?Sized>(q: &Q) -> u64 {
+    BuildHasherDefault::<FxHasher>::default().hash_one(q)
+}
+
+/// The groups: their columns and an index from key to slot. Removing a group moves the
+/// last group into its slot, so slots stay dense; the slot order depends only on the
+/// sequence of events and is what a snapshot records, so a restored window has the same
+/// slots. No output depends on it (listings are sorted by key).
+#[derive(Clone, Debug, Default)]
+pub struct Groups {
+    index: HashTable<u32>,
+    pub cols: GroupCols,
+    last_rows: RowCache,
+}
+
+/// The row each group last emitted, by slot. A cache, not state: it is not in snapshots
+/// (a restored window starts without it and recomputes a row where it is missing), and it
+/// spares computing a group's previous row again for the update event that replaces it.
+#[derive(Clone, Debug, Default)]
+struct RowCache {
+    chunks: Vec<Vec<Option<Row>>>,
+}
+
+const ROW_CACHE_CHUNK: usize = 1024;
+
+impl RowCache {
+    fn take(&mut self, slot: usize) -> Option<Row> {
+        self.chunks
+            .get_mut(slot / ROW_CACHE_CHUNK)?
+            .get_mut(slot % ROW_CACHE_CHUNK)?
+            .take()
+    }
+
+    fn put(&mut self, slot: usize, row: Row) {
+        let c = slot / ROW_CACHE_CHUNK;
+        if self.chunks.len() <= c {
+            self.chunks.resize_with(c + 1, Vec::new);
+        }
+        let chunk = &mut self.chunks[c];
+        if chunk.is_empty() {
+            chunk.resize(ROW_CACHE_CHUNK, None);
+        }
+        chunk[slot % ROW_CACHE_CHUNK] = Some(row);
+    }
+
+    /// Follows a group removal: the last slot's row moves into `slot`.
+    fn swap_remove(&mut self, slot: usize, last: usize) {
+        let moved = self.take(last);
+        self.take(slot);
+        if let (Some(row), true) = (moved, slot != last) {
+            self.put(slot, row);
+        }
+    }
+}
+
+impl Groups {
+    /// Groups from decoded columns; fails on a key that appears twice.
+    pub fn from_cols(cols: GroupCols) -> Result<Groups, usize> {
+        let mut index = HashTable::with_capacity(cols.len());
+        for (slot, key) in cols.keys.iter().enumerate() {
+            let h = hash_of(key);
+            if index
+                .find(h, |&s: &u32| cols.keys.get(s as usize) == key)
+                .is_some()
+            {
+                return Err(slot);
+            }
+            index.insert_unique(h, slot as u32, |&s: &u32| {
+                hash_of(cols.keys.get(s as usize))
+            });
+        }
+        Ok(Groups {
+            index,
+            cols,
+            last_rows: RowCache::default(),
+        })
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// True when there are no groups.
+    pub fn is_empty(&self) -> bool {
+        self.cols.is_empty()
+    }
+
+    /// The slot of the group whose key is `key` projected from a row.
+    #[inline]
+    fn find(&self, key: &KeyRef) -> Option<usize> {
+        let keys = &self.cols.keys;
+        self.index
+            .find(hash_of(key), |&s| {
+                indexmap::Equivalent::equivalent(key, keys.get(s as usize))
+            })
+            .map(|&s| s as usize)
+    }
+
+    /// The slot of the group `key`.
+    fn find_key(&self, key: &Key) -> Option<usize> {
+        let keys = &self.cols.keys;
+        self.index
+            .find(hash_of(key), |&s| keys.get(s as usize) == key)
+            .map(|&s| s as usize)
+    }
+
+    /// Adds a group and returns its slot.
+    fn insert(&mut self, key: Key, fields: &[AggField]) -> usize {
+        let slot = self.cols.len();
+        let h = hash_of(&key);
+        self.cols.keys.push(key);
+        self.cols.counts.push(0);
+        for (col, f) in self.cols.accs.iter_mut().zip(fields) {
+            col.push_new(f);
+        }
+        if let Some(m) = &mut self.cols.members {
+            m.push(Members::default());
+        }
+        let keys = &self.cols.keys;
+        self.index
+            .insert_unique(h, slot as u32, |&s| hash_of(keys.get(s as usize)));
+        slot
+    }
+
+    /// Removes the group in `slot`; the last group moves into it.
+    fn remove(&mut self, slot: usize) {
+        let keys = &self.cols.keys;
+        let last = keys.len() - 1;
+        let entry = self
+            .index
+            .find_entry(hash_of(keys.get(slot)), |&s| s as usize == slot)
+            .unwrap_or_else(|_| panic!("group slot {slot} is indexed"));
+        entry.remove();
+        if slot != last {
+            let moved = self
+                .index
+                .find_mut(hash_of(keys.get(last)), |&s| s as usize == last)
+                .expect("the last group is indexed");
+            *moved = slot as u32;
+        }
+        self.last_rows.swap_remove(slot, last);
+        self.cols.keys.swap_remove(slot);
+        self.cols.counts.swap_remove(slot);
+        for col in &mut self.cols.accs {
+            col.swap_remove(slot);
+        }
+        if let Some(m) = &mut self.cols.members {
+            m.swap_remove(slot);
+        }
+    }
 }
 
 /// The aggregate window.
@@ -119,7 +394,7 @@ pub struct AggregateWindow {
     pub keep_members: bool,
     pub program: Program,
     pub globals: Globals,
-    pub groups: CowMap<Key, Group>,
+    pub groups: Groups,
     pub next_seq: u64,
     /// Argument values of the current event, one Vec per field (reused).
     scratch: Vec<Vec<Value>>,
@@ -142,6 +417,7 @@ impl AggregateWindow {
         globals: Globals,
     ) -> AggregateWindow {
         let keep_members = fields.iter().any(|f| f.func.needs_members(insert_only));
+        let cols = GroupCols::new(&fields, insert_only, keep_members);
         let scratch = fields
             .iter()
             .map(|f| Vec::with_capacity(f.args.len()))
@@ -154,7 +430,12 @@ impl AggregateWindow {
             layout[p] = Slot::Key(k);
         }
         for (i, f) in fields.iter().enumerate() {
-            layout[f.out_pos] = Slot::Field(i);
+            layout[f.out_pos] = match (&f.func, &cols.accs[i]) {
+                (AggFn::Count, AccCol::Empty) => Slot::Count(f.ty),
+                (_, AccCol::Num(_)) => Slot::Num(i, f.ty),
+                (_, AccCol::Running(_)) => Slot::Running(i, f.ty),
+                _ => Slot::Field(i),
+            };
         }
         AggregateWindow {
             fields,
@@ -166,7 +447,11 @@ impl AggregateWindow {
             keep_members,
             program,
             globals,
-            groups: CowMap::default(),
+            groups: Groups {
+                index: HashTable::new(),
+                cols,
+                last_rows: RowCache::default(),
+            },
             next_seq: 0,
             has_exprs,
             scratch,
@@ -228,40 +513,34 @@ impl AggregateWindow {
                 let new_key = sluice_event::event::key_of(&ev.row, &self.group_by);
                 if old_key == new_key {
                     // Retract and add inside one group: one update out.
-                    if !self.groups.contains_key(&old_key) {
+                    let Some(slot) = self.groups.find_key(&old_key) else {
                         return Err("update of a row the aggregate has not seen".into());
-                    }
+                    };
+                    let old_row = self.old_row(slot);
                     self.eval_args(old, info)?;
                     let old_member = sluice_event::event::key_of(old, &self.input_keys);
-                    {
-                        let g = self.groups.get_mut(&old_key).expect("checked");
-                        retract_from(
-                            g,
-                            &self.fields,
-                            &self.scratch,
-                            old,
-                            self.keep_members,
-                            &old_member,
-                        );
-                    }
+                    retract_from(
+                        &mut self.groups.cols,
+                        slot,
+                        &self.fields,
+                        &self.scratch,
+                        old,
+                        &old_member,
+                    );
                     self.eval_args(&ev.row, info)?;
                     let member = sluice_event::event::key_of(&ev.row, &self.input_keys);
                     let seq = self.take_seq();
-                    let g = self.groups.get_mut(&old_key).expect("checked");
                     add_to(
-                        g,
+                        &mut self.groups.cols,
+                        slot,
                         &self.fields,
                         &self.scratch,
                         &ev.row,
                         self.insert_only,
-                        self.keep_members,
                         member,
                         seq,
                     );
-                    let new_row =
-                        result_row(g, &self.fields, &self.layout, &self.group_by, &ev.row);
-                    let old_row = std::mem::replace(&mut g.row, new_row.clone());
-                    out.push(Event::update(new_row, old_row));
+                    out.push(Event::update(self.new_row(slot), old_row));
                 } else {
                     self.eval_args(old, info)?;
                     self.retract(old, out)?;
@@ -279,6 +558,26 @@ impl AggregateWindow {
         Ok(())
     }
 
+    /// The output row of the group in `slot`, from its key and accumulators.
+    fn result_row(&self, slot: usize) -> Row {
+        result_row(&self.groups.cols, slot, &self.fields, &self.layout)
+    }
+
+    /// The row the group in `slot` emitted last (before the change under way).
+    fn old_row(&mut self, slot: usize) -> Row {
+        match self.groups.last_rows.take(slot) {
+            Some(row) => row,
+            None => self.result_row(slot),
+        }
+    }
+
+    /// The group's row after a change, remembered as its last row.
+    fn new_row(&mut self, slot: usize) -> Row {
+        let row = self.result_row(slot);
+        self.groups.last_rows.put(slot, row.clone());
+        row
+    }
+
     fn add(&mut self, row: &[Value], out: &mut Vec<Event>) {
         let member = if self.keep_members {
             sluice_event::event::key_of(row, &self.input_keys)
@@ -286,50 +585,33 @@ impl AggregateWindow {
             Key::new()
         };
         let seq = self.take_seq();
-        let insert_only = self.insert_only;
         let kr = KeyRef {
             row,
             idx: &self.group_by,
         };
         // Hot path: an existing group, found without building its key.
-        if let Some(g) = self.groups.get_mut_by(&kr) {
-            add_to(
-                g,
-                &self.fields,
-                &self.scratch,
-                row,
-                insert_only,
-                self.keep_members,
-                member,
-                seq,
-            );
-            let new_row = result_row(g, &self.fields, &self.layout, &self.group_by, row);
-            let old_row = std::mem::replace(&mut g.row, new_row.clone());
-            out.push(Event::update(new_row, old_row));
-            return;
-        }
-        let key = sluice_event::event::key_of(row, &self.group_by);
-        let fields = &self.fields;
-        let g = self.groups.get_or_insert_with(key, || Group {
-            row: Vec::new(),
-            count: 0,
-            accs: fields.iter().map(|f| new_acc(f, insert_only)).collect(),
-            members: FxIndexMap::default(),
-            order: BTreeMap::new(),
-        });
+        let (slot, old_row) = match self.groups.find(&kr) {
+            Some(slot) => (slot, Some(self.old_row(slot))),
+            None => {
+                let key = sluice_event::event::key_of(row, &self.group_by);
+                (self.groups.insert(key, &self.fields), None)
+            }
+        };
         add_to(
-            g,
+            &mut self.groups.cols,
+            slot,
             &self.fields,
             &self.scratch,
             row,
-            insert_only,
-            self.keep_members,
+            self.insert_only,
             member,
             seq,
         );
-        let new_row = result_row(g, &self.fields, &self.layout, &self.group_by, row);
-        g.row = new_row.clone();
-        out.push(Event::insert(new_row));
+        let new_row = self.new_row(slot);
+        out.push(match old_row {
+            Some(old_row) => Event::update(new_row, old_row),
+            None => Event::insert(new_row),
+        });
     }
 
     fn retract(&mut self, row: &[Value], out: &mut Vec<Event>) -> Result<(), String> {
@@ -338,47 +620,31 @@ impl AggregateWindow {
             row,
             idx: &self.group_by,
         };
-        let g = self
+        let slot = self
             .groups
-            .get_mut_by(&kr)
+            .find(&kr)
             .ok_or("delete of a row the aggregate has not seen")?;
+        let old_row = self.old_row(slot);
         retract_from(
-            g,
+            &mut self.groups.cols,
+            slot,
             &self.fields,
             &self.scratch,
             row,
-            self.keep_members,
             &member,
         );
-        if g.count == 0 {
-            let key = sluice_event::event::key_of(row, &self.group_by);
-            let g = self.groups.swap_remove(&key).expect("present");
-            out.push(Event::delete(g.row));
+        if *self.groups.cols.counts.get(slot) == 0 {
+            self.groups.remove(slot);
+            out.push(Event::delete(old_row));
         } else {
-            let new_row = result_row(g, &self.fields, &self.layout, &self.group_by, row);
-            let old_row = std::mem::replace(&mut g.row, new_row.clone());
-            out.push(Event::update(new_row, old_row));
+            out.push(Event::update(self.new_row(slot), old_row));
         }
         Ok(())
     }
-}
 
-fn new_acc(f: &AggField, insert_only: bool) -> Acc {
-    match &f.func {
-        AggFn::Sum | AggFn::Ave | AggFn::Std => Acc::Num {
-            int: 0,
-            float: 0.0,
-            sq: 0.0,
-            n: 0,
-            is_float: false,
-        },
-        AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
-        AggFn::Max | AggFn::Min if insert_only => Acc::Running(Value::Null),
-        AggFn::Max | AggFn::Min | AggFn::Mode | AggFn::CountDistinct => Acc::Multi(BTreeMap::new()),
-        AggFn::First | AggFn::Last | AggFn::Plain if insert_only => Acc::Running(Value::Null),
-        AggFn::Lag(_) if insert_only => Acc::Ring(Default::default()),
-        AggFn::Cat(_) if insert_only => Acc::Text(String::new()),
-        _ => Acc::None,
+    /// The current output rows, in slot order.
+    pub fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        (0..self.groups.len()).map(|s| self.result_row(s))
     }
 }
 
@@ -393,79 +659,107 @@ fn arg<'a>(f: &AggField, scratch: &'a [Value], row: &'a [Value], k: usize) -> Op
 
 #[allow(clippy::too_many_arguments)]
 fn add_to(
-    g: &mut Group,
+    g: &mut GroupCols,
+    slot: usize,
     fields: &[AggField],
     scratch: &[Vec<Value>],
     row: &[Value],
     insert_only: bool,
-    keep: bool,
     member: Key,
     seq: u64,
 ) {
-    g.count += 1;
-    for (i, f) in fields.iter().enumerate() {
-        let a0 = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
-        let a1 = arg(f, &scratch[i], row, 1);
-        acc_add(&mut g.accs[i], &f.func, a0, a1, insert_only);
+    *g.counts.get_mut(slot) += 1;
+    for ((f, sc), col) in fields.iter().zip(scratch).zip(&mut g.accs) {
+        let a0 = arg(f, sc, row, 0).unwrap_or(&Value::Null);
+        match col {
+            AccCol::Empty => {}
+            AccCol::Num(c) => num_add(c.get_mut(slot), a0, 1, f.func == AggFn::Std),
+            AccCol::Running(c) => running_add(c.get_mut(slot), &f.func, a0),
+            AccCol::Other(c) => {
+                let a1 = arg(f, sc, row, 1);
+                acc_add(c.get_mut(slot), &f.func, a0, a1, insert_only)
+            }
+        }
     }
-    if keep {
+    if let Some(members) = &mut g.members {
         let vals: Vec<Value> = fields
             .iter()
             .enumerate()
             .map(|(i, f)| arg(f, &scratch[i], row, 0).cloned().unwrap_or_default())
             .collect();
-        if let Some((old_seq, _)) = g.members.insert(member.clone(), (seq, vals)) {
-            g.order.remove(&old_seq);
+        let m = members.get_mut(slot);
+        if let Some((old_seq, _)) = m.map.insert(member.clone(), (seq, vals)) {
+            m.order.remove(&old_seq);
         }
-        g.order.insert(seq, member);
+        m.order.insert(seq, member);
     }
 }
 
 fn retract_from(
-    g: &mut Group,
+    g: &mut GroupCols,
+    slot: usize,
     fields: &[AggField],
     scratch: &[Vec<Value>],
     row: &[Value],
-    keep: bool,
     member: &Key,
 ) {
-    for (i, f) in fields.iter().enumerate() {
-        let a0 = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
-        let a1 = arg(f, &scratch[i], row, 1);
-        acc_remove(&mut g.accs[i], &f.func, a0, a1);
+    for ((f, sc), col) in fields.iter().zip(scratch).zip(&mut g.accs) {
+        let a0 = arg(f, sc, row, 0).unwrap_or(&Value::Null);
+        match col {
+            AccCol::Num(c) => num_add(c.get_mut(slot), a0, -1, f.func == AggFn::Std),
+            AccCol::Other(c) => acc_remove(c.get_mut(slot), a0, arg(f, sc, row, 1)),
+            // Running values are kept only on insert-only input, which never retracts.
+            AccCol::Empty | AccCol::Running(_) => {}
+        }
     }
-    g.count -= 1;
-    if keep {
-        if let Some((seq, _)) = g.members.swap_remove(member) {
-            g.order.remove(&seq);
+    *g.counts.get_mut(slot) -= 1;
+    if let Some(members) = &mut g.members {
+        let m = members.get_mut(slot);
+        if let Some((seq, _)) = m.map.swap_remove(member) {
+            m.order.remove(&seq);
         }
     }
 }
 
-/// The group's output row after a change; `row` is the event's input row (for key values).
-fn result_row(
-    g: &Group,
-    fields: &[AggField],
-    layout: &[Slot],
-    group_by: &[usize],
-    row: &[Value],
-) -> Row {
-    let mut out = Vec::with_capacity(layout.len());
-    for slot in layout {
-        out.push(match *slot {
-            Slot::Key(k) => row[group_by[k]].clone(),
+/// The output row of the group in `slot`.
+fn result_row(g: &GroupCols, slot: usize, fields: &[AggField], layout: &[Slot]) -> Row {
+    // `collect` over a slice writes in place (no capacity check per field).
+    layout
+        .iter()
+        .map(|s| match *s {
+            Slot::Key(k) => g.keys.get(slot)[k].clone(),
+            Slot::Count(ty) => fit(Value::Int64(*g.counts.get(slot)), ty),
+            Slot::Num(i, ty) => match &g.accs[i] {
+                AccCol::Num(c) => fit(num_result(&fields[i].func, c.get(slot)), ty),
+                _ => Value::Null,
+            },
+            Slot::Running(i, ty) => match &g.accs[i] {
+                AccCol::Running(c) => fit(c.get(slot).clone(), ty),
+                _ => Value::Null,
+            },
             Slot::Field(i) => {
                 let f = &fields[i];
-                let v = acc_result(&g.accs[i], &f.func, g, i, g.count);
-                if v.is_null() || v.field_type() == Some(f.ty) {
-                    v
-                } else {
-                    v.coerce(f.ty).unwrap_or(Value::Null)
-                }
+                let members = g.members.as_ref().map(|m| m.get(slot));
+                let count = *g.counts.get(slot);
+                fit(
+                    acc_result(&g.accs[i], slot, &f.func, members, i, count),
+                    f.ty,
+                )
             }
-        });
+        })
+        .collect()
+}
+
+/// `v` as a value of the output field's type (null when it does not convert).
+#[inline]
+fn fit(v: Value, ty: FieldType) -> Value {
+    match (&v, ty) {
+        (Value::Null, _)
+        | (Value::Int64(_), FieldType::Int64)
+        | (Value::Double(_), FieldType::Double) => v,
+        _ if v.field_type() == Some(ty) => v,
+        _ => v.coerce(ty).unwrap_or(Value::Null),
     }
-    out
 }
 
 /// What fills one position of the output row.
@@ -473,43 +767,85 @@ fn result_row(
 pub enum Slot {
     /// The k-th key field (from the input's group-by position k).
     Key(usize),
-    /// The i-th aggregate field.
+    /// `ESP_aCount()`, as a value of the field's type.
+    Count(FieldType),
+    /// Field i, kept in a column of running sums.
+    Num(usize, FieldType),
+    /// Field i, kept in a column of running values.
+    Running(usize, FieldType),
+    /// Any other aggregate field i.
     Field(usize),
 }
 
-fn num_add(acc: &mut Acc, v: &Value, sign: i64, squares: bool) {
-    let Acc::Num {
-        int,
-        float,
-        sq,
-        n,
-        is_float,
-    } = acc
-    else {
-        return;
-    };
+#[inline]
+fn num_add(acc: &mut NumAcc, v: &Value, sign: i64, squares: bool) {
     match v {
         Value::Null => return,
-        Value::Int32(x) => *int += sign as i128 * *x as i128,
-        Value::Int64(x) | Value::Date(x) | Value::Stamp(x) => *int += sign as i128 * *x as i128,
+        Value::Int32(x) => acc.int += sign as i128 * *x as i128,
+        Value::Int64(x) | Value::Date(x) | Value::Stamp(x) => acc.int += sign as i128 * *x as i128,
         other => {
-            *is_float = true;
+            acc.is_float = 1;
             if let Some(f) = other.as_f64() {
-                *float += sign as f64 * f;
+                acc.float += sign as f64 * f;
             }
         }
     }
     if squares {
         if let Some(f) = v.as_f64() {
-            *sq += sign as f64 * f * f;
+            acc.sq += sign as f64 * f * f;
         }
     }
-    *n += sign;
+    acc.n += sign;
+}
+
+#[inline]
+fn running_add(cur: &mut Value, func: &AggFn, v: &Value) {
+    // Doubles and integers in place (the common case), by the same order as `Value::cmp`.
+    match (func, &mut *cur, v) {
+        (AggFn::Max, Value::Double(c), Value::Double(x)) => {
+            if x.total_cmp(c).is_gt() {
+                *c = *x;
+            }
+            return;
+        }
+        (AggFn::Min, Value::Double(c), Value::Double(x)) => {
+            if x.total_cmp(c).is_lt() {
+                *c = *x;
+            }
+            return;
+        }
+        (AggFn::Max, Value::Int64(c), Value::Int64(x)) => {
+            *c = (*c).max(*x);
+            return;
+        }
+        (AggFn::Min, Value::Int64(c), Value::Int64(x)) => {
+            *c = (*c).min(*x);
+            return;
+        }
+        _ => {}
+    }
+    match func {
+        AggFn::Max => {
+            if !v.is_null() && (cur.is_null() || *v > *cur) {
+                *cur = v.clone();
+            }
+        }
+        AggFn::Min => {
+            if !v.is_null() && (cur.is_null() || *v < *cur) {
+                *cur = v.clone();
+            }
+        }
+        AggFn::First => {
+            if cur.is_null() {
+                *cur = v.clone();
+            }
+        }
+        _ => *cur = v.clone(),
+    }
 }
 
 fn acc_add(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>, insert_only: bool) {
     match (acc, func) {
-        (acc @ Acc::Num { .. }, f) => num_add(acc, v, 1, *f == AggFn::Std),
         (Acc::WAve { sw, swf }, _) => {
             if let (Some(w), Some(f)) = (v.as_f64(), a1.and_then(Value::as_f64)) {
                 *sw += w;
@@ -526,24 +862,6 @@ fn acc_add(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>, insert_on
                 }
             }
         }
-        (Acc::Running(cur), f) => match f {
-            AggFn::Max => {
-                if !v.is_null() && (cur.is_null() || *v > *cur) {
-                    *cur = v.clone();
-                }
-            }
-            AggFn::Min => {
-                if !v.is_null() && (cur.is_null() || *v < *cur) {
-                    *cur = v.clone();
-                }
-            }
-            AggFn::First => {
-                if cur.is_null() {
-                    *cur = v.clone();
-                }
-            }
-            _ => *cur = v.clone(),
-        },
         (Acc::Ring(r), AggFn::Lag(n)) => {
             r.push_back(v.clone());
             while r.len() > n + 1 {
@@ -564,9 +882,8 @@ fn acc_add(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>, insert_on
     }
 }
 
-fn acc_remove(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>) {
+fn acc_remove(acc: &mut Acc, v: &Value, a1: Option<&Value>) {
     match acc {
-        Acc::Num { .. } => num_add(acc, v, -1, *func == AggFn::Std),
         Acc::WAve { sw, swf } => {
             if let (Some(w), Some(f)) = (v.as_f64(), a1.and_then(Value::as_f64)) {
                 *sw -= w;
@@ -581,17 +898,25 @@ fn acc_remove(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>) {
                 }
             }
         }
-        // Running values are used only on insert-only input, which never retracts.
-        _ => {}
+        // Rings and text are kept only on insert-only input, which never retracts.
+        Acc::Ring(_) | Acc::Text(_) => {}
     }
 }
 
 /// i128 to f64, through i64 when it fits (the direct conversion is a slow library call).
+#[inline]
 fn i128_f64(x: i128) -> f64 {
     match i64::try_from(x) {
         Ok(v) => v as f64,
-        Err(_) => x as f64,
+        Err(_) => wide_f64(x),
     }
+}
+
+/// Kept out of line: otherwise the optimiser merges both paths into the slow library call.
+#[cold]
+#[inline(never)]
+fn wide_f64(x: i128) -> f64 {
+    x as f64
 }
 
 fn num_value(int: i128, float: f64, is_float: bool) -> Value {
@@ -602,54 +927,45 @@ fn num_value(int: i128, float: f64, is_float: bool) -> Value {
     }
 }
 
-fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> Value {
-    // Order-dependent functions over members (non-insert-only input).
-    let member_vals = || {
-        g.order
-            .values()
-            .filter_map(|k| g.members.get(k))
-            .map(move |(_, v)| &v[field])
-    };
-    match (func, acc) {
-        (AggFn::Count, _) => Value::Int64(count),
-        (
-            AggFn::Sum,
-            Acc::Num {
-                int,
-                float,
-                n,
-                is_float,
-                ..
-            },
-        ) => {
-            if *n == 0 {
+fn num_result(func: &AggFn, a: &NumAcc) -> Value {
+    if a.n == 0 {
+        return Value::Null;
+    }
+    match func {
+        AggFn::Sum => num_value(a.int, a.float, a.is_float != 0),
+        AggFn::Ave => Value::Double((a.float + i128_f64(a.int)) / a.n as f64),
+        AggFn::Std => {
+            if a.n < 2 {
                 Value::Null
             } else {
-                num_value(*int, *float, *is_float)
-            }
-        }
-        (AggFn::Ave, Acc::Num { int, float, n, .. }) => {
-            if *n == 0 {
-                Value::Null
-            } else {
-                Value::Double((*float + i128_f64(*int)) / *n as f64)
-            }
-        }
-        (
-            AggFn::Std,
-            Acc::Num {
-                int, float, sq, n, ..
-            },
-        ) => {
-            if *n < 2 {
-                Value::Null
-            } else {
-                let s = *float + i128_f64(*int);
-                let nf = *n as f64;
-                let var = ((*sq - s * s / nf) / (nf - 1.0)).max(0.0);
+                let s = a.float + i128_f64(a.int);
+                let nf = a.n as f64;
+                let var = ((a.sq - s * s / nf) / (nf - 1.0)).max(0.0);
                 Value::Double(var.sqrt())
             }
         }
+        _ => Value::Null,
+    }
+}
+
+fn acc_result(
+    col: &AccCol,
+    slot: usize,
+    func: &AggFn,
+    members: Option<&Members>,
+    field: usize,
+    count: i64,
+) -> Value {
+    match col {
+        AccCol::Empty => members_result(func, members, field, count),
+        AccCol::Num(c) => num_result(func, c.get(slot)),
+        AccCol::Running(c) => c.get(slot).clone(),
+        AccCol::Other(c) => other_result(func, c.get(slot)),
+    }
+}
+
+fn other_result(func: &AggFn, acc: &Acc) -> Value {
+    match (func, acc) {
         (AggFn::WAve, Acc::WAve { sw, swf }) => {
             if *sw == 0.0 {
                 Value::Null
@@ -669,7 +985,6 @@ fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> V
             }
             best.map(|(v, _)| v.clone()).unwrap_or_default()
         }
-        (_, Acc::Running(v)) => v.clone(),
         (AggFn::Lag(n), Acc::Ring(r)) => {
             if r.len() > *n {
                 r[r.len() - 1 - n].clone()
@@ -678,9 +993,23 @@ fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> V
             }
         }
         (AggFn::Cat(_), Acc::Text(t)) => Value::str(t),
-        (AggFn::First, _) => member_vals().next().cloned().unwrap_or_default(),
-        (AggFn::Last | AggFn::Plain, _) => member_vals().next_back().cloned().unwrap_or_default(),
-        (AggFn::Lag(n), _) => {
+        _ => Value::Null,
+    }
+}
+
+/// Count, and the order-dependent functions over the members (input not insert-only).
+fn members_result(func: &AggFn, members: Option<&Members>, field: usize, count: i64) -> Value {
+    let member_vals = || {
+        members
+            .into_iter()
+            .flat_map(|m| m.order.values().filter_map(|k| m.map.get(k)))
+            .map(move |(_, v)| &v[field])
+    };
+    match func {
+        AggFn::Count => Value::Int64(count),
+        AggFn::First => member_vals().next().cloned().unwrap_or_default(),
+        AggFn::Last | AggFn::Plain => member_vals().next_back().cloned().unwrap_or_default(),
+        AggFn::Lag(n) => {
             let vals: Vec<&Value> = member_vals().collect();
             if vals.len() > *n {
                 vals[vals.len() - 1 - n].clone()
@@ -688,7 +1017,7 @@ fn acc_result(acc: &Acc, func: &AggFn, g: &Group, field: usize, count: i64) -> V
                 Value::Null
             }
         }
-        (AggFn::Cat(sep), _) => {
+        AggFn::Cat(sep) => {
             let parts: Vec<String> = member_vals()
                 .filter(|v| !v.is_null())
                 .map(|v| v.to_string())

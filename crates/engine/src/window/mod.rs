@@ -3,6 +3,8 @@
 pub mod aggregate;
 pub mod join;
 
+use std::borrow::Cow;
+
 use sluice_event::event::key_of;
 use sluice_event::{Event, FieldType, Flags, Key, Opcode, Row, Value};
 use sluice_expr::{EventInfo, ExprId, Globals, Program};
@@ -392,26 +394,26 @@ impl WindowImpl {
     }
 
     /// The window's current rows, in storage order (callers sort).
-    pub fn rows(&self) -> Vec<&Row> {
+    pub fn rows(&self) -> Vec<Cow<'_, Row>> {
         match self {
             WindowImpl::Source(w) => w
                 .store
                 .as_ref()
-                .map(|s| s.rows().collect())
+                .map(|s| s.rows().map(Cow::Borrowed).collect())
                 .unwrap_or_default(),
-            WindowImpl::Copy(w) => w.store.rows().collect(),
-            WindowImpl::Union(w) => w.store.rows().collect(),
+            WindowImpl::Copy(w) => w.store.rows().map(Cow::Borrowed).collect(),
+            WindowImpl::Union(w) => w.store.rows().map(Cow::Borrowed).collect(),
             WindowImpl::Compute(w) => w
                 .store
                 .as_ref()
-                .map(|s| s.rows().collect())
+                .map(|s| s.rows().map(Cow::Borrowed).collect())
                 .unwrap_or_default(),
-            WindowImpl::Aggregate(w) => w.groups.values().map(|g| &g.row).collect(),
-            WindowImpl::Join(w) => w.out.values().collect(),
+            WindowImpl::Aggregate(w) => w.rows().map(Cow::Owned).collect(),
+            WindowImpl::Join(w) => w.out.values().map(Cow::Borrowed).collect(),
             WindowImpl::Filter(w) => w
                 .store
                 .as_ref()
-                .map(|s| s.rows().collect())
+                .map(|s| s.rows().map(Cow::Borrowed).collect())
                 .unwrap_or_default(),
         }
     }

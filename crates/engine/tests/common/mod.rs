@@ -48,7 +48,10 @@ pub fn win(e: &Engine, name: &str) -> WindowId {
 
 /// A window's rows, sorted by key.
 pub fn rows(e: &Engine, w: WindowId) -> Vec<Row> {
-    e.rows_sorted(w).into_iter().cloned().collect()
+    e.rows_sorted(w)
+        .into_iter()
+        .map(|r| r.into_owned())
+        .collect()
 }
 
 /// Injects `events` into source `w` as one normal block.
