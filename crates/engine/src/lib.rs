@@ -101,6 +101,11 @@ impl FrozenEngine {
             .map(|(p, f)| (p.clone(), f.encode()))
             .collect()
     }
+
+    /// Every window, keyed by `cq/window`, to be written with [`snapshot::Frozen::write_to`].
+    pub fn windows(&self) -> impl Iterator<Item = (&str, &snapshot::Frozen)> {
+        self.windows.iter().map(|(p, f)| (p.as_str(), f))
+    }
 }
 
 /// An edge out of a window.

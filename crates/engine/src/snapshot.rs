@@ -58,13 +58,56 @@ fn kind_code(w: &WindowImpl) -> u8 {
     }
 }
 
-/// A byte writer.
+/// A byte writer: into memory, or streaming to a sink in pieces of about [`FLUSH_AT`] bytes.
 #[derive(Default)]
-pub struct Enc {
+pub struct Enc<'a> {
     pub buf: Vec<u8>,
+    out: Option<&'a mut dyn std::io::Write>,
+    err: Option<std::io::Error>,
 }
 
-impl Enc {
+/// Streaming encoders hand their buffer to the sink once it holds this much.
+const FLUSH_AT: usize = 256 * 1024;
+
+impl<'a> Enc<'a> {
+    fn streaming(out: &'a mut dyn std::io::Write) -> Enc<'a> {
+        Enc {
+            buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
+            out: Some(out),
+            err: None,
+        }
+    }
+    /// Hands what is buffered to the sink (streaming only).
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.out {
+            if self.err.is_none() && !self.buf.is_empty() {
+                if let Err(e) = out.write_all(&self.buf) {
+                    self.err = Some(e);
+                }
+            }
+            self.buf.clear();
+        }
+    }
+    /// Flushes when the buffer is full enough (streaming only); called between items.
+    #[inline]
+    fn maybe_flush(&mut self) {
+        if self.out.is_some() && self.buf.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+    /// Raw bytes: through the buffer in memory, straight to the sink when streaming.
+    fn raw(&mut self, bytes: &[u8]) {
+        if self.out.is_some() && bytes.len() >= FLUSH_AT / 4 {
+            self.flush();
+            if let (Some(out), None) = (&mut self.out, &self.err) {
+                if let Err(e) = out.write_all(bytes) {
+                    self.err = Some(e);
+                }
+            }
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
     fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
@@ -145,6 +188,7 @@ impl Enc {
         for (k, v) in m.iter() {
             self.values(k);
             each(self, v);
+            self.maybe_flush();
         }
     }
     fn store(&mut self, s: &FrozenStore) {
@@ -225,16 +269,41 @@ pub struct Dec<'a> {
 type DResult<T> = Result<T, DecodeError>;
 
 impl<'a> Dec<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> DResult<&'a [u8]> {
-        if self.buf.len() - self.pos < n {
-            return Err(DecodeError::Truncated {
-                offset: self.pos,
-                needed: n - (self.buf.len() - self.pos),
-            });
+        match self.buf.get(self.pos..self.pos.saturating_add(n)) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(self.truncated(n)),
         }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+    }
+    #[cold]
+    fn truncated(&self, n: usize) -> DecodeError {
+        DecodeError::Truncated {
+            offset: self.pos,
+            needed: n - (self.buf.len() - self.pos),
+        }
+    }
+    /// `n` entries decoded by `each`, straight into the chunks of a column.
+    fn chunked<T: Clone>(
+        &mut self,
+        n: usize,
+        mut each: impl FnMut(&mut Self) -> DResult<T>,
+    ) -> DResult<CowVec<T>> {
+        let mut col = CowVec::default();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            let mut v = Vec::with_capacity(CHUNK);
+            for _ in 0..k {
+                v.push(each(self)?);
+            }
+            col.push_chunk(v);
+            left -= k;
+        }
+        Ok(col)
     }
     fn u8(&mut self) -> DResult<u8> {
         Ok(self.take(1)?[0])
@@ -290,7 +359,27 @@ impl<'a> Dec<'a> {
             t => Err(self.bad(format!("option tag {t}"))),
         }
     }
+    #[inline]
     fn value(&mut self) -> DResult<Value> {
+        // Fixed-width values in one bounds check (the common case).
+        if let Some(&[tag, b0, b1, b2, b3, b4, b5, b6, b7]) = self.buf.get(self.pos..self.pos + 9) {
+            let x = i64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+            let v = match tag {
+                2 => Some(Value::Int64(x)),
+                3 => Some(Value::Double(f64::from_bits(x as u64))),
+                4 => Some(Value::Money(x)),
+                6 => Some(Value::Date(x)),
+                7 => Some(Value::Stamp(x)),
+                _ => None,
+            };
+            if let Some(v) = v {
+                self.pos += 9;
+                return Ok(v);
+            }
+        }
+        self.value_any()
+    }
+    fn value_any(&mut self) -> DResult<Value> {
         Ok(match self.u8()? {
             0 => Value::Null,
             1 => Value::Int32(i32::from_le_bytes(
@@ -454,18 +543,22 @@ impl<'a> Dec<'a> {
 /// Appends a column of plain-old-data values as its memory image (little-endian).
 fn put_pod<T: bytemuck::Pod + Clone>(e: &mut Enc, col: &CowVec<T>) {
     for chunk in col.chunks() {
-        e.buf.extend_from_slice(bytemuck::cast_slice(chunk));
+        e.raw(bytemuck::cast_slice(chunk));
     }
 }
 
 /// Reads `n` plain-old-data values written by [`put_pod`], a chunk at a time.
 fn get_pod<T: bytemuck::Pod + Clone>(d: &mut Dec, n: usize) -> DResult<CowVec<T>> {
     let size = std::mem::size_of::<T>();
-    let bytes = d.take(n * size)?;
+    let bytes = d.take(n.saturating_mul(size))?;
     let mut col = CowVec::default();
     for piece in bytes.chunks(CHUNK * size) {
-        let mut v = vec![T::zeroed(); piece.len() / size];
-        bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(piece);
+        let mut v = Vec::with_capacity(CHUNK);
+        v.extend(
+            piece
+                .chunks_exact(size)
+                .map(bytemuck::pod_read_unaligned::<T>),
+        );
         col.push_chunk(v);
     }
     Ok(col)
@@ -493,9 +586,14 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
                 AccCol::Other(_) => 24,
             })
             .sum::<usize>();
-    e.buf.reserve(n * per_group);
-    for k in g.keys.iter() {
-        e.values(k);
+    if e.out.is_none() {
+        e.buf.reserve(n * per_group);
+    }
+    for chunk in g.keys.chunks() {
+        for k in chunk {
+            e.values(k);
+        }
+        e.maybe_flush();
     }
     put_pod(e, &g.counts);
     for col in &g.accs {
@@ -507,14 +605,18 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
             }
             AccCol::Running(c) => {
                 e.u8(COL_RUNNING);
-                for v in c.iter() {
-                    e.value(v);
+                for chunk in c.chunks() {
+                    for v in chunk {
+                        e.value(v);
+                    }
+                    e.maybe_flush();
                 }
             }
             AccCol::Other(c) => {
                 e.u8(COL_OTHER);
                 for acc in c.iter() {
                     e.acc(acc);
+                    e.maybe_flush();
                 }
             }
         }
@@ -529,6 +631,7 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
                     e.u64(*seq);
                     e.values(vals);
                 }
+                e.maybe_flush();
             }
         }
         None => e.u8(0),
@@ -549,25 +652,15 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
         )));
     }
     let mut cols = a.groups.cols.empty_like();
-    for _ in 0..n {
-        cols.keys.push(d.key()?);
-    }
+    cols.keys = d.chunked(n, Dec::key)?;
     cols.counts = get_pod(d, n)?;
     for (i, col) in cols.accs.iter_mut().enumerate() {
         let tag = d.u8()?;
         match (tag, &mut *col) {
             (COL_EMPTY, AccCol::Empty) => {}
             (COL_NUM, AccCol::Num(c)) => *c = get_pod(d, n)?,
-            (COL_RUNNING, AccCol::Running(c)) => {
-                for _ in 0..n {
-                    c.push(d.value()?);
-                }
-            }
-            (COL_OTHER, AccCol::Other(c)) => {
-                for _ in 0..n {
-                    c.push(d.acc()?);
-                }
-            }
+            (COL_RUNNING, AccCol::Running(c)) => *c = d.chunked(n, Dec::value)?,
+            (COL_OTHER, AccCol::Other(c)) => *c = d.chunked(n, Dec::acc)?,
             _ => {
                 return Err(d.bad(format!(
                     "column kind {tag} of aggregate function {} does not match the window",
@@ -728,6 +821,23 @@ impl Frozen {
     /// The window file (docs/formats/snapshot.md).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
+        self.encode_with(&mut e);
+        e.buf
+    }
+
+    /// Writes the window file to `out` in pieces, without holding it in memory whole.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut e = Enc::streaming(out);
+        self.encode_with(&mut e);
+        e.flush();
+        match e.err {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn encode_with(&self, e: &mut Enc) {
+        let e = &mut *e;
         e.buf.extend_from_slice(MAGIC);
         e.u16(WINDOW_FILE_VERSION);
         e.u8(self.code);
@@ -745,13 +855,12 @@ impl Frozen {
                 next_seq,
                 globals,
                 groups,
-            } => encode_aggregate(&mut e, *next_seq, globals, groups),
-            FrozenKind::Join(j) => encode_join(&mut e, j),
+            } => encode_aggregate(e, *next_seq, globals, groups),
+            FrozenKind::Join(j) => encode_join(e, j),
         }
         if let Some(g) = &self.splitter {
             e.globals(g);
         }
-        e.buf
     }
 }
 

@@ -82,6 +82,36 @@ fn encoding_a_frozen_engine_later_gives_the_state_at_the_cut() {
         "the frozen state changed after the cut"
     );
     assert_ne!(e.snapshot_windows(), at_cut, "the engine did go on");
+    // Streamed in pieces (as a persist writes it), every window file has the same bytes.
+    let mut streamed = 0;
+    for (path, w) in frozen.windows() {
+        let mut out = Vec::new();
+        w.write_to(&mut out).unwrap();
+        assert_eq!(&out, &at_cut[path], "{path} streamed differs from encoded");
+        streamed += out.len();
+    }
+    assert!(
+        streamed > 8 * 256 * 1024,
+        "the state is large enough to stream in many pieces ({streamed} bytes)"
+    );
+    // A sink that fails is reported, not ignored.
+    struct Broken;
+    impl std::io::Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (_, big) = frozen
+        .windows()
+        .max_by_key(|(p, _)| at_cut[*p].len())
+        .unwrap();
+    assert_eq!(
+        big.write_to(&mut Broken).unwrap_err().to_string(),
+        "disk full"
+    );
     // And the frozen bytes restore to an engine equal to the one at the cut.
     let mut r = Engine::new(&spec).unwrap();
     r.restore_windows(&frozen.encode()).unwrap();

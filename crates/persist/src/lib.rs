@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod stream;
+
 /// The snapshot format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_NAME: &str = "sluice-snapshot";
@@ -219,39 +221,87 @@ pub fn write_snapshot(
     snap: &Snapshot,
     created_unix_ms: u64,
 ) -> Result<u64, PersistError> {
+    let windows: Vec<(&str, WindowBody)> = snap
+        .windows
+        .iter()
+        .map(|(p, bytes)| {
+            let body: WindowBody = Box::new(move |out: &mut dyn Write| out.write_all(bytes));
+            (p.as_str(), body)
+        })
+        .collect();
+    write_snapshot_streamed(
+        dir,
+        &snap.project,
+        snap.fingerprint,
+        &snap.state,
+        windows,
+        created_unix_ms,
+    )
+}
+
+/// Writes one window file's bytes into the sink it is given, in as many pieces as it likes.
+pub type WindowBody<'a> = Box<dyn Fn(&mut dyn Write) -> std::io::Result<()> + Send + Sync + 'a>;
+
+/// Like [`write_snapshot`], with each window file produced by a function that streams it
+/// (the engine encodes a frozen window straight into the file, never holding it whole):
+/// files are written with direct I/O where the file system allows it, checksummed as they
+/// are written, on a writer thread beside the encoding.
+pub fn write_snapshot_streamed(
+    dir: &Path,
+    project: &str,
+    fingerprint: u64,
+    state: &ProjectState,
+    windows: Vec<(&str, WindowBody)>,
+    created_unix_ms: u64,
+) -> Result<u64, PersistError> {
     clean_leftovers(dir);
     let tmp = temp_dir_for(dir);
-    let result = write_into(&tmp, snap, created_unix_ms).and_then(|n| commit(&tmp, dir).map(|_| n));
+    let result = write_into(&tmp, project, fingerprint, state, windows, created_unix_ms)
+        .and_then(|n| commit(&tmp, dir).map(|_| n));
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
     result
 }
 
-fn write_into(tmp: &Path, snap: &Snapshot, created_unix_ms: u64) -> Result<u64, PersistError> {
+fn write_into(
+    tmp: &Path,
+    project: &str,
+    fingerprint: u64,
+    state: &ProjectState,
+    windows: Vec<(&str, WindowBody)>,
+    created_unix_ms: u64,
+) -> Result<u64, PersistError> {
     fs::create_dir_all(tmp.join("queries")).map_err(|source| PersistError::Write {
         path: tmp.to_path_buf(),
         source,
     })?;
     let mut files = Vec::new();
     let mut total = 0u64;
-    let state = serde_json::to_vec_pretty(&snap.state).expect("project state serialises");
-    let mut put = |rel: String, bytes: &[u8]| -> Result<(), PersistError> {
-        write_file(&tmp.join(&rel), bytes)?;
-        total += bytes.len() as u64;
+    let state = serde_json::to_vec_pretty(state).expect("project state serialises");
+    let mut put = |rel: String, body: &dyn Fn(&mut dyn Write) -> std::io::Result<()>| {
+        let path = tmp.join(&rel);
+        let (bytes, crc) = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| stream::write_file(&path, body))
+            .map_err(|source| PersistError::Write { path, source })?;
+        total += bytes;
         files.push(FileEntry {
             path: rel,
-            bytes: bytes.len() as u64,
-            crc32c: crc_hex(bytes),
+            bytes,
+            crc32c: format!("{crc:08x}"),
         });
-        Ok(())
+        Ok::<(), PersistError>(())
     };
-    put(PROJECT_STATE.to_string(), &state)?;
-    for (path, bytes) in &snap.windows {
-        put(window_file(path), bytes)?;
+    put(PROJECT_STATE.to_string(), &|out: &mut dyn Write| {
+        out.write_all(&state)
+    })?;
+    for (path, body) in &windows {
+        put(window_file(path), body)?;
     }
     // Directories of window files.
-    for path in snap.windows.keys() {
+    for (path, _) in &windows {
         if let Some(parent) = tmp.join(window_file(path)).parent() {
             sync_dir(parent)?;
         }
@@ -260,8 +310,8 @@ fn write_into(tmp: &Path, snap: &Snapshot, created_unix_ms: u64) -> Result<u64, 
     let mut manifest = Manifest {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
-        project: snap.project.clone(),
-        fingerprint: format!("{:016x}", snap.fingerprint),
+        project: project.to_string(),
+        fingerprint: format!("{fingerprint:016x}"),
         created_unix_ms,
         files,
         checksum: String::new(),

@@ -708,16 +708,31 @@ impl ProjectThread {
             .spawn(move || {
                 let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
                 let t1 = Instant::now();
-                let mut snap = snap;
-                snap.windows = frozen.encode();
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                let r = sluice_persist::write_snapshot(&dir, &snap, ms);
+                // Each window is encoded straight into its file (no whole copy in memory).
+                let windows: Vec<(&str, sluice_persist::WindowBody)> = frozen
+                    .windows()
+                    .map(|(path, w)| {
+                        let body: sluice_persist::WindowBody =
+                            Box::new(move |out: &mut dyn std::io::Write| w.write_to(out));
+                        (path, body)
+                    })
+                    .collect();
+                let files = windows.len();
+                let r = sluice_persist::write_snapshot_streamed(
+                    &dir,
+                    &snap.project,
+                    snap.fingerprint,
+                    &snap.state,
+                    windows,
+                    ms,
+                );
                 let shown = dir.display().to_string();
                 let out = match r {
                     Ok(bytes) => {
-                        tracing::info!(target: "esp.server", "project {name} persisted to {shown}: {} window file(s), {bytes} bytes, processing paused {} us, written in {} ms", snap.windows.len(), pause.as_micros(), t1.elapsed().as_millis());
+                        tracing::info!(target: "esp.server", "project {name} persisted to {shown}: {files} window file(s), {bytes} bytes, processing paused {} us, written in {} ms", pause.as_micros(), t1.elapsed().as_millis());
                         Ok(format!("project {name} successfully saved to {shown}"))
                     }
                     Err(e) => {

@@ -285,16 +285,17 @@ impl Groups {
     pub fn from_cols(cols: GroupCols) -> Result<Groups, usize> {
         let mut index = HashTable::with_capacity(cols.len());
         for (slot, key) in cols.keys.iter().enumerate() {
-            let h = hash_of(key);
-            if index
-                .find(h, |&s: &u32| cols.keys.get(s as usize) == key)
-                .is_some()
-            {
-                return Err(slot);
+            let entry = index.entry(
+                hash_of(key),
+                |&s: &u32| cols.keys.get(s as usize) == key,
+                |&s: &u32| hash_of(cols.keys.get(s as usize)),
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(_) => return Err(slot),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(slot as u32);
+                }
             }
-            index.insert_unique(h, slot as u32, |&s: &u32| {
-                hash_of(cols.keys.get(s as usize))
-            });
         }
         Ok(Groups {
             index,

@@ -1,0 +1,242 @@
+//! One file written as it is produced: the producer fills aligned 4 MiB buffers and a writer
+//! thread checksums them (CRC-32C) and writes them, so encoding and I/O overlap. The file is
+//! opened with direct I/O (`O_DIRECT`) where the file system allows it: the bytes go from the
+//! buffer to the disk without a copy into the page cache, which doubles the write rate on the
+//! machines we measured (docs/benchmarks.md). Where direct I/O is refused, at open or at the
+//! first write, the same buffers are written through the page cache. The file is fsynced
+//! before [`write_file`] returns.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+/// Bytes per buffer (a multiple of [`ALIGN`]).
+const BUF: usize = 4 << 20;
+/// Alignment of direct I/O buffers, offsets and lengths.
+const ALIGN: usize = 4096;
+
+/// A buffer whose data starts on an [`ALIGN`] boundary.
+struct Aligned {
+    raw: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let raw = vec![0u8; BUF + ALIGN];
+        let off = raw.as_ptr().align_offset(ALIGN);
+        assert!(off < ALIGN, "a byte buffer can be aligned");
+        Aligned { raw, off, len: 0 }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.raw[self.off..self.off + self.len]
+    }
+
+    /// The data padded with zeros to a multiple of [`ALIGN`] (direct I/O writes whole blocks).
+    fn padded(&mut self) -> &[u8] {
+        let end = self.len.next_multiple_of(ALIGN);
+        self.raw[self.off + self.len..self.off + end].fill(0);
+        &self.raw[self.off..self.off + end]
+    }
+}
+
+fn open(path: &Path) -> io::Result<(File, bool)> {
+    let direct = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path);
+    match direct {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            let f = OpenOptions::new().write(true).create_new(true).open(path)?;
+            Ok((f, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Turns direct I/O off for `file` (after the file system refused a direct write).
+fn stop_direct(file: &File) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags - rustix::fs::OFlags::DIRECT)?;
+    Ok(())
+}
+
+fn write_block(file: &mut File, buf: &mut Aligned, direct: &mut bool) -> io::Result<()> {
+    if *direct {
+        match file.write_all(buf.padded()) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                // Nothing of a refused direct write reached the file: write it buffered.
+                stop_direct(file)?;
+                *direct = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    file.write_all(buf.data())
+}
+
+/// What the producer writes into.
+struct Sink {
+    cur: Option<Aligned>,
+    full: SyncSender<Aligned>,
+    empty: Receiver<Aligned>,
+}
+
+fn writer_gone() -> io::Error {
+    io::Error::other("the file writer stopped")
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < data.len() {
+            let buf = self.cur.as_mut().ok_or_else(writer_gone)?;
+            let k = (BUF - buf.len).min(data.len() - done);
+            let at = buf.off + buf.len;
+            buf.raw[at..at + k].copy_from_slice(&data[done..done + k]);
+            buf.len += k;
+            done += k;
+            if buf.len == BUF {
+                let full = self.cur.take().expect("a buffer");
+                self.full.send(full).map_err(|_| writer_gone())?;
+                self.cur = Some(self.empty.recv().map_err(|_| writer_gone())?);
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Creates `path` (which must not exist), fills it with what `body` writes, fsyncs it, and
+/// returns its length and CRC-32C.
+pub fn write_file(
+    path: &Path,
+    body: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<(u64, u32)> {
+    let (file, direct) = open(path)?;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<Aligned>(1);
+        let (empty_tx, empty_rx) = sync_channel::<Aligned>(2);
+        // The second buffer, filled while the writer writes the first.
+        empty_tx.send(Aligned::new()).expect("the receiver is here");
+        let writer = scope.spawn(move || -> io::Result<(u64, u32)> {
+            let (mut file, mut direct) = (file, direct);
+            let (mut len, mut crc) = (0u64, 0u32);
+            for mut buf in full_rx {
+                crc = crc32c::crc32c_append(crc, buf.data());
+                len += buf.len as u64;
+                write_block(&mut file, &mut buf, &mut direct)?;
+                buf.len = 0;
+                // The producer may be done and gone: an unused buffer is simply dropped.
+                let _ = empty_tx.send(buf);
+            }
+            if direct {
+                // The last block was padded to a whole block: cut the padding off.
+                file.set_len(len)?;
+            }
+            file.sync_all()?;
+            Ok((len, crc))
+        });
+        let mut sink = Sink {
+            cur: Some(Aligned::new()),
+            full: full_tx,
+            empty: empty_rx,
+        };
+        let produced = body(&mut sink).and_then(|()| match sink.cur.take() {
+            Some(last) if last.len > 0 => sink.full.send(last).map_err(|_| writer_gone()),
+            _ => Ok(()),
+        });
+        drop(sink);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the file writer panicked")));
+        // The writer's own error says more than the producer's "writer stopped".
+        match (produced, written) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(r)) => Ok(r),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn files_of_every_shape_read_back_whole_with_their_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, n) in [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            BUF - 1,
+            BUF,
+            BUF + 1,
+            3 * BUF + 12345,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let want = pattern(n);
+            let path = dir.path().join(format!("f{i}"));
+            // Written in uneven pieces, as an encoder does.
+            let (len, crc) = write_file(&path, &|out: &mut dyn Write| {
+                for piece in want.chunks(70_001) {
+                    out.write_all(piece)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(len, n as u64, "length of {n}");
+            assert_eq!(crc, crc32c::crc32c(&want), "checksum of {n}");
+            assert_eq!(std::fs::read(&path).unwrap(), want, "contents of {n}");
+        }
+    }
+
+    #[test]
+    fn a_file_system_without_direct_io_gets_the_same_bytes() {
+        // tmpfs refuses O_DIRECT on many kernels: the buffered path is taken there.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("no /dev/shm here: the buffered fallback is not exercised");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let want = pattern(BUF + 4097);
+        let path = dir.path().join("f");
+        let (len, crc) = write_file(&path, &|out: &mut dyn Write| out.write_all(&want)).unwrap();
+        assert_eq!((len, crc), (want.len() as u64, crc32c::crc32c(&want)));
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn a_failing_producer_fails_the_write_and_an_existing_file_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let err = write_file(&path, &|out: &mut dyn Write| {
+            out.write_all(&pattern(BUF + 10))?;
+            Err(io::Error::other("encoder failed"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "encoder failed");
+        let err = write_file(&path, &|_: &mut dyn Write| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    }
+}
