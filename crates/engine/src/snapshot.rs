@@ -412,7 +412,18 @@ impl<'a> Dec<'a> {
         }
         Ok(v)
     }
+    #[inline]
     fn key(&mut self) -> DResult<Key> {
+        // One-value keys (the common case) without the general loop.
+        if let Some(&[1, 0, 0, 0]) = self.buf.get(self.pos..self.pos + 4) {
+            self.pos += 4;
+            let mut k = Key::new();
+            k.push(self.value()?);
+            return Ok(k);
+        }
+        self.key_any()
+    }
+    fn key_any(&mut self) -> DResult<Key> {
         let n = self.len(1)?;
         let mut k = Key::with_capacity(n);
         for _ in 0..n {
@@ -652,7 +663,35 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
         )));
     }
     let mut cols = a.groups.cols.empty_like();
-    cols.keys = d.chunked(n, Dec::key)?;
+    let keys = d.chunked(n, Dec::key)?;
+    // The key index (random access into a table as large as the state) is built on a second
+    // thread while this one decodes the other columns (when there are enough groups for it to
+    // pay). Either way the index is the same: keys are inserted in slot order.
+    let (index, rest) = if n < 1 << 16 {
+        let rest = decode_group_columns(d, a.keep_members, n, &mut cols);
+        (Groups::index_keys(&keys), rest)
+    } else {
+        std::thread::scope(|scope| {
+            let index = scope.spawn(|| Groups::index_keys(&keys));
+            let rest = decode_group_columns(d, a.keep_members, n, &mut cols);
+            let index = index.join().expect("the index builder does not panic");
+            (index, rest)
+        })
+    };
+    rest?;
+    let index = index.map_err(|slot| d.bad(format!("group {slot}: a key appears twice")))?;
+    cols.keys = keys;
+    a.groups = Groups::from_parts(index, cols);
+    Ok(())
+}
+
+/// The count, function and member columns of an aggregate (after its keys).
+fn decode_group_columns(
+    d: &mut Dec,
+    keep_members: bool,
+    n: usize,
+    cols: &mut GroupCols,
+) -> DResult<()> {
     cols.counts = get_pod(d, n)?;
     for (i, col) in cols.accs.iter_mut().enumerate() {
         let tag = d.u8()?;
@@ -688,13 +727,11 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
         (t @ (0 | 1), _) => {
             return Err(d.bad(format!(
                 "member tag {t} does not match the window (members kept: {})",
-                a.keep_members
+                keep_members
             )))
         }
         (t, _) => return Err(d.bad(format!("member tag {t}"))),
     }
-    a.groups = Groups::from_cols(cols)
-        .map_err(|slot| d.bad(format!("group {slot}: a key appears twice")))?;
     Ok(())
 }
 

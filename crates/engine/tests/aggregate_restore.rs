@@ -140,3 +140,68 @@ proptest! {
         }
     }
 }
+
+/// Enough groups that the restore builds the key index on a second thread: the restored
+/// window encodes to the same bytes and goes on exactly as the original.
+#[test]
+fn a_large_aggregate_restores_with_its_index_built_beside_the_columns() {
+    let xml = model();
+    let groups = 70_000i64;
+    let ops = |from: i64, to: i64| -> Vec<Op> {
+        (from..to)
+            .map(|i| {
+                (
+                    false,
+                    0,
+                    0,
+                    i % groups,
+                    (i % 7) as i32,
+                    (i % 13) as i32,
+                    (i % 3) as u8,
+                )
+            })
+            .collect()
+    };
+    let mut whole = engine(&xml);
+    let mut facts = 0;
+    feed(
+        &mut whole,
+        &ops(0, groups + 500),
+        &mut facts,
+        &mut CollectSink::default(),
+    );
+    let files = whole.snapshot_windows();
+    let mut restored = engine(&xml);
+    restored.restore_windows(&files).unwrap();
+    assert_eq!(restored.snapshot_windows(), files);
+    assert_eq!(rows(&restored, win(&restored, "a2")).len(), groups as usize);
+
+    let (mut a, mut b) = (CollectSink::default(), CollectSink::default());
+    let mut facts2 = facts;
+    feed(
+        &mut whole,
+        &ops(groups + 500, groups + 1500),
+        &mut facts,
+        &mut a,
+    );
+    feed(
+        &mut restored,
+        &ops(groups + 500, groups + 1500),
+        &mut facts2,
+        &mut b,
+    );
+    let a2 = format!("{}|", win(&whole, "a2").0);
+    let only_a2 = |s: &CollectSink| -> Vec<String> {
+        outputs(s)
+            .into_iter()
+            .filter(|l| l.starts_with(&a2))
+            .collect()
+    };
+    let (a, b) = (only_a2(&a), only_a2(&b));
+    assert_eq!(a.len(), 1000, "one update per event into an existing group");
+    assert!(
+        a.iter().all(|l| l.contains("|U|")),
+        "existing groups are found"
+    );
+    assert_eq!(a, b);
+}

@@ -451,7 +451,7 @@ pub fn read_snapshot(
             });
         }
         let path = dir.join(&f.path);
-        let bytes = match fs::read(&path) {
+        let (bytes, crc) = match stream::read_file(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(PersistError::MissingFile { path })
@@ -465,7 +465,7 @@ pub fn read_snapshot(
                 found: bytes.len() as u64,
             });
         }
-        let crc = crc_hex(&bytes);
+        let crc = format!("{crc:08x}");
         if crc != f.crc32c {
             return Err(PersistError::Checksum {
                 path,

@@ -169,6 +169,40 @@ pub fn write_file(
     })
 }
 
+/// Reads a whole file with its CRC-32C, taken piece by piece as the pieces arrive (while they
+/// are in the cache). The kernel is told the file is read sequentially and whole, so it reads
+/// ahead in large requests.
+pub fn read_file(path: &Path) -> io::Result<(Vec<u8>, u32)> {
+    use std::io::Read;
+    const PIECE: usize = 8 << 20;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    // Advice only: a file system without it reads the same bytes.
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+    let mut bytes = vec![0u8; len];
+    let mut crc = 0u32;
+    let mut at = 0;
+    while at < len {
+        let end = (at + PIECE).min(len);
+        let n = match file.read(&mut bytes[at..end]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        crc = crc32c::crc32c_append(crc, &bytes[at..at + n]);
+        at += n;
+    }
+    bytes.truncate(at);
+    // A file that grew since its length was taken is read to its end (the size check fails).
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest)?;
+    crc = crc32c::crc32c_append(crc, &rest);
+    bytes.extend_from_slice(&rest);
+    Ok((bytes, crc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +241,11 @@ mod tests {
             assert_eq!(len, n as u64, "length of {n}");
             assert_eq!(crc, crc32c::crc32c(&want), "checksum of {n}");
             assert_eq!(std::fs::read(&path).unwrap(), want, "contents of {n}");
+            assert_eq!(
+                read_file(&path).unwrap(),
+                (want.clone(), crc),
+                "read back {n}"
+            );
         }
     }
 

@@ -229,6 +229,10 @@ fn hash_of<Q: Hash + ?Sized>(q: &Q) -> u64 {
     BuildHasherDefault::<FxHasher>::default().hash_one(q)
 }
 
+/// The slot index of a key column, built by [`Groups::index_keys`].
+#[derive(Debug)]
+pub struct GroupIndex(HashTable<u32>);
+
 /// The groups: their columns and an index from key to slot. Removing a group moves the
 /// last group into its slot, so slots stay dense; the slot order depends only on the
 /// sequence of events and is what a snapshot records, so a restored window has the same
@@ -281,14 +285,22 @@ impl RowCache {
 }
 
 impl Groups {
-    /// Groups from decoded columns; fails on a key that appears twice.
+    /// Groups from decoded columns; fails on a key that appears twice (with its slot).
     pub fn from_cols(cols: GroupCols) -> Result<Groups, usize> {
-        let mut index = HashTable::with_capacity(cols.len());
-        for (slot, key) in cols.keys.iter().enumerate() {
+        let index = Groups::index_keys(&cols.keys)?;
+        Ok(Groups::from_parts(index, cols))
+    }
+
+    /// The slot index of a key column (see [`Groups::from_parts`]); fails on a key that
+    /// appears twice (with its slot). Built apart so a restore can build it on one thread
+    /// while it decodes the other columns on another.
+    pub fn index_keys(keys: &CowVec<Key>) -> Result<GroupIndex, usize> {
+        let mut index = HashTable::with_capacity(keys.len());
+        for (slot, key) in keys.iter().enumerate() {
             let entry = index.entry(
                 hash_of(key),
-                |&s: &u32| cols.keys.get(s as usize) == key,
-                |&s: &u32| hash_of(cols.keys.get(s as usize)),
+                |&s: &u32| keys.get(s as usize) == key,
+                |&s: &u32| hash_of(keys.get(s as usize)),
             );
             match entry {
                 hashbrown::hash_table::Entry::Occupied(_) => return Err(slot),
@@ -297,11 +309,16 @@ impl Groups {
                 }
             }
         }
-        Ok(Groups {
-            index,
+        Ok(GroupIndex(index))
+    }
+
+    /// Groups from columns and the index of their key column.
+    pub fn from_parts(index: GroupIndex, cols: GroupCols) -> Groups {
+        Groups {
+            index: index.0,
             cols,
             last_rows: RowCache::default(),
-        })
+        }
     }
 
     /// Number of groups.
