@@ -310,13 +310,13 @@ impl<T: Clone> CowVec<T> {
     }
 
     /// Entry `i` (panics when out of range).
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, i: usize) -> &T {
         &self.chunks[i / CHUNK][i % CHUNK]
     }
 
     /// Entry `i`, copying its chunk first when a snapshot shares it.
-    #[inline]
+    #[inline(always)]
     pub fn get_mut(&mut self, i: usize) -> &mut T {
         &mut Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
     }

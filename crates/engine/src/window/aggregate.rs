@@ -450,6 +450,7 @@ impl AggregateWindow {
         for (i, f) in fields.iter().enumerate() {
             layout[f.out_pos] = match (&f.func, &cols.accs[i]) {
                 (AggFn::Count, AccCol::Empty) => Slot::Count(f.ty),
+                (AggFn::Ave, AccCol::Num(_)) if f.ty == FieldType::Double => Slot::AveDouble(i),
                 (_, AccCol::Num(_)) => Slot::Num(i, f.ty),
                 (_, AccCol::Running(_)) => Slot::Running(i, f.ty),
                 _ => Slot::Field(i),
@@ -751,6 +752,17 @@ fn result_row(g: &GroupCols, slot: usize, fields: &[AggField], layout: &[Slot]) 
                 AccCol::Num(c) => fit(num_result(&fields[i].func, c.get(slot)), ty),
                 _ => Value::Null,
             },
+            Slot::AveDouble(i) => match &g.accs[i] {
+                AccCol::Num(c) => {
+                    let a = c.get(slot);
+                    if a.n == 0 {
+                        Value::Null
+                    } else {
+                        Value::Double((a.float + i128_f64(a.int)) / a.n as f64)
+                    }
+                }
+                _ => Value::Null,
+            },
             Slot::Running(i, ty) => match &g.accs[i] {
                 AccCol::Running(c) => fit(c.get(slot).clone(), ty),
                 _ => Value::Null,
@@ -789,6 +801,8 @@ pub enum Slot {
     Count(FieldType),
     /// Field i, kept in a column of running sums.
     Num(usize, FieldType),
+    /// Field i, an average into a double field (no conversion).
+    AveDouble(usize),
     /// Field i, kept in a column of running values.
     Running(usize, FieldType),
     /// Any other aggregate field i.
