@@ -285,12 +285,6 @@ impl RowCache {
 }
 
 impl Groups {
-    /// Groups from decoded columns; fails on a key that appears twice (with its slot).
-    pub fn from_cols(cols: GroupCols) -> Result<Groups, usize> {
-        let index = Groups::index_keys(&cols.keys)?;
-        Ok(Groups::from_parts(index, cols))
-    }
-
     /// The slot index of a key column (see [`Groups::from_parts`]); fails on a key that
     /// appears twice (with its slot). Built apart so a restore can build it on one thread
     /// while it decodes the other columns on another.
