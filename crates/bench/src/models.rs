@@ -99,7 +99,7 @@ const SYMBOLS_SOURCE: &str = r#"        <window-source name='symbols' index='pi_
 "#;
 
 const JOIN: &str = r#"        <window-join name='enriched'>
-          <join type='leftouter'>
+          <join type='leftouter' left-index='pi_EMPTY'>
             <conditions>
               <fields left='symbol' right='symbol'/>
             </conditions>

@@ -506,7 +506,8 @@ fn build_window(
             }
             let ls = input_schema(l)?.clone();
             let rs = input_schema(r)?.clone();
-            build_join(ctx, w, js, &ls, &rs)
+            let left_insert_only = insert_only[inputs[l].0];
+            build_join(ctx, w, js, &ls, &rs, left_insert_only)
         }
     }
 }
@@ -646,6 +647,7 @@ fn build_join(
     js: &sluice_model::JoinSpec,
     ls: &Schema,
     rs: &Schema,
+    left_insert_only: bool,
 ) -> Option<Built> {
     let mut left_cond = Vec::new();
     let mut right_cond = Vec::new();
@@ -695,6 +697,22 @@ fn build_join(
             return None;
         }
         _ => {}
+    }
+    // `left-index="pi_EMPTY"`: the fact stream on the left is not kept (docs/semantics.md).
+    let stream_left = js.left_index == Some(sluice_model::IndexKind::Empty);
+    if stream_left {
+        if mode != KeyMode::LeftKey {
+            ctx.err(w.line, &w.name, "left-index=\"pi_EMPTY\" keeps no left rows, so the join conditions must cover the right window's key (each left event then meets at most one right row)");
+            return None;
+        }
+        if !left_insert_only {
+            ctx.err(w.line, &w.name, "left-index=\"pi_EMPTY\" keeps no left rows, so the left input must be insert-only (for example a source with insert-only=\"true\")");
+            return None;
+        }
+    }
+    if js.right_index == Some(sluice_model::IndexKind::Empty) {
+        ctx.err(w.line, &w.name, "right-index=\"pi_EMPTY\" is not supported: the right (dimension) side of a join is always kept; put the fact stream on the left with left-index=\"pi_EMPTY\"");
+        return None;
     }
     // Output key fields.
     let mut fields: Vec<Field> = Vec::new();
@@ -924,6 +942,7 @@ fn build_join(
         join_type: js.join_type,
         mode,
         no_regenerates: js.no_regenerates,
+        stream_left,
         left_cond,
         right_cond,
         left_keys: ls.key_indices().to_vec(),
@@ -941,7 +960,8 @@ fn build_join(
         right_by_jk: Default::default(),
         out: Default::default(),
     }));
-    Some((schema, imp, false))
+    // A stream join only ever inserts.
+    Some((schema, imp, stream_left))
 }
 
 /// FNV-1a over the canonical text of the graph: paths, kinds, schemas, edges.

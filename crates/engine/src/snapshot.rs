@@ -746,6 +746,11 @@ fn encode_join(e: &mut Enc, j: &FrozenJoin) {
 
 fn decode_join(d: &mut Dec, j: &mut JoinWindow) -> DResult<()> {
     j.left = d.keyed_rows()?;
+    if j.stream_left && !j.left.is_empty() {
+        return Err(d.bad(
+            "the snapshot holds left rows, but the join keeps none (left-index=\"pi_EMPTY\")",
+        ));
+    }
     j.right = d.keyed_rows()?;
     j.left_by_jk = d.jk_index()?;
     j.right_by_jk = d.jk_index()?;

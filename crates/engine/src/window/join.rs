@@ -58,6 +58,9 @@ pub struct JoinWindow {
     pub join_type: JoinType,
     pub mode: KeyMode,
     pub no_regenerates: bool,
+    /// `left-index="pi_EMPTY"`: the insert-only fact stream on the left is not kept; each left
+    /// insert emits its joined row as an insert, and right changes emit nothing.
+    pub stream_left: bool,
     pub left_cond: Vec<usize>,
     pub right_cond: Vec<usize>,
     pub left_keys: Vec<usize>,
@@ -294,6 +297,34 @@ impl JoinWindow {
         }
     }
 
+    /// A left event of a stream join: its joined row (or outer row) as an insert, nothing kept.
+    fn stream_left_event(
+        &mut self,
+        ev: &Event,
+        now: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), String> {
+        if ev.opcode != Opcode::Insert {
+            return Err(format!(
+                "{} reached a join with left-index=\"pi_EMPTY\": its left input must be insert-only",
+                ev.opcode.name()
+            ));
+        }
+        // The conditions cover the right key: at most one right row has this join key.
+        let right = self.jk(&ev.row, Side::Left).and_then(|jk| {
+            self.right_by_jk
+                .get(&jk)
+                .and_then(|s| s.first())
+                .and_then(|k| self.right.get(k))
+                .cloned()
+        });
+        if right.is_some() || self.outer_left() {
+            let (_, row) = self.build(Some(&ev.row), right.as_ref(), now)?;
+            out.push(Event::insert(row).with_flags(ev.flags));
+        }
+        Ok(())
+    }
+
     /// Processes one event from `side`.
     pub fn process(
         &mut self,
@@ -302,6 +333,9 @@ impl JoinWindow {
         now: i64,
         out: &mut Vec<Event>,
     ) -> Result<(), String> {
+        if self.stream_left && side == Side::Left {
+            return self.stream_left_event(ev, now, out);
+        }
         let keys = match side {
             Side::Left => &self.left_keys,
             Side::Right => &self.right_keys,

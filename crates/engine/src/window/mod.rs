@@ -437,6 +437,7 @@ impl WindowImpl {
             WindowImpl::Source(w) => w.store.is_some(),
             WindowImpl::Compute(w) => w.store.is_some(),
             WindowImpl::Filter(w) => w.store.is_some(),
+            WindowImpl::Join(w) => !w.stream_left,
             _ => true,
         }
     }
