@@ -70,29 +70,10 @@ struct LineReader {
     scanned: usize,
 }
 
-/// The position of the first `\n` in `b`, eight bytes at a time.
+/// The position of the first `\n` in `b`.
 #[inline]
 fn find_newline(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        // Bytes equal to `\n` get their high bit set; bytes after the first one may too (a
-        // borrow), never bytes before it.
-        let x = u64::from_le_bytes(w) ^ (LO * u64::from(b'\n'));
-        let m = x.wrapping_sub(LO) & !x & (LO << 7);
-        if m != 0 {
-            return Some(at + (m.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&c| c == b'\n')
-        .map(|p| at + p)
+    memchr::memchr(b'\n', b)
 }
 
 impl LineReader {

@@ -523,33 +523,21 @@ fn plain_double(line: &[u8], at: usize, delim: u8) -> Option<(f64, usize)> {
 /// The opcode of a plain opcode column (empty or one letter).
 #[inline]
 fn plain_opcode(col: &[u8]) -> Option<Opcode> {
-    Some(match col {
-        [] => Opcode::Insert,
-        [c] => match c.to_ascii_lowercase() {
-            b'i' => Opcode::Insert,
-            b'u' => Opcode::Update,
-            b'd' => Opcode::Delete,
-            b'p' => Opcode::Upsert,
-            b's' => Opcode::SafeDelete,
-            _ => return None,
-        },
-        _ => return None,
-    })
+    match col {
+        [] => Some(Opcode::Insert),
+        [c] => Opcode::from_letter(*c),
+        _ => None,
+    }
 }
 
 /// The flags of a plain flags column (empty or one letter).
 #[inline]
 fn plain_flags(col: &[u8]) -> Option<Flags> {
-    Some(match col {
-        [] => Flags::Normal,
-        [c] => match c.to_ascii_lowercase() {
-            b'n' => Flags::Normal,
-            b'p' => Flags::Partial,
-            b'r' => Flags::Retention,
-            _ => return None,
-        },
-        _ => return None,
-    })
+    match col {
+        [] => Some(Flags::Normal),
+        [c] => Flags::from_letter(*c),
+        _ => None,
+    }
 }
 
 impl CsvParser {

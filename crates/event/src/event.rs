@@ -31,20 +31,26 @@ pub enum Opcode {
 }
 
 impl Opcode {
+    /// The opcode of a one-letter code (`i`, `u`, `d`, `p`, `s`, either case).
+    #[inline]
+    pub fn from_letter(c: u8) -> Option<Opcode> {
+        Some(match c.to_ascii_lowercase() {
+            b'i' => Opcode::Insert,
+            b'u' => Opcode::Update,
+            b'd' => Opcode::Delete,
+            b'p' => Opcode::Upsert,
+            b's' => Opcode::SafeDelete,
+            _ => return None,
+        })
+    }
+
     /// Parses a CSV opcode letter or name (case-insensitive). The empty string is insert
     /// (decision recorded in docs/formats/csv-events.md).
     pub fn parse(s: &str) -> Option<Opcode> {
         let s = s.trim();
         Some(match s.len() {
             0 => Opcode::Insert,
-            1 => match s.as_bytes()[0].to_ascii_lowercase() {
-                b'i' => Opcode::Insert,
-                b'u' => Opcode::Update,
-                b'd' => Opcode::Delete,
-                b'p' => Opcode::Upsert,
-                b's' => Opcode::SafeDelete,
-                _ => return None,
-            },
+            1 => return Opcode::from_letter(s.as_bytes()[0]),
             _ => match s.to_ascii_lowercase().as_str() {
                 "insert" => Opcode::Insert,
                 "update" => Opcode::Update,
@@ -96,17 +102,23 @@ pub enum Flags {
 }
 
 impl Flags {
+    /// The flags of a one-letter code (`n`, `p`, `r`, either case).
+    #[inline]
+    pub fn from_letter(c: u8) -> Option<Flags> {
+        Some(match c.to_ascii_lowercase() {
+            b'n' => Flags::Normal,
+            b'p' => Flags::Partial,
+            b'r' => Flags::Retention,
+            _ => return None,
+        })
+    }
+
     /// Parses a CSV flag letter (case-insensitive); empty is normal.
     pub fn parse(s: &str) -> Option<Flags> {
         let s = s.trim();
         Some(match s.len() {
             0 => Flags::Normal,
-            1 => match s.as_bytes()[0].to_ascii_lowercase() {
-                b'n' => Flags::Normal,
-                b'p' => Flags::Partial,
-                b'r' => Flags::Retention,
-                _ => return None,
-            },
+            1 => return Flags::from_letter(s.as_bytes()[0]),
             _ => return None,
         })
     }
