@@ -12,7 +12,9 @@ use sluice_expr::Globals;
 
 use crate::cow::{CowMap, CowVec, CHUNK};
 use crate::state::{Entry, KeyedStore};
-use crate::window::aggregate::{Acc, AccCol, AggregateWindow, GroupCols, Groups, Members, NumAcc};
+use crate::window::aggregate::{
+    Acc, AccCol, AggregateWindow, GroupCols, Groups, KeyCol, Members, NumAcc,
+};
 use crate::window::join::{JoinWindow, KeySet};
 use crate::window::WindowImpl;
 
@@ -412,6 +414,18 @@ impl<'a> Dec<'a> {
         }
         Ok(v)
     }
+    /// A key of exactly one value (a one-field key column).
+    #[inline]
+    fn one_value_key(&mut self) -> DResult<Value> {
+        if let Some(&[1, 0, 0, 0]) = self.buf.get(self.pos..self.pos + 4) {
+            self.pos += 4;
+            return self.value();
+        }
+        let n = self.len(1)?;
+        Err(self.bad(format!(
+            "a group key of {n} values where the window's key has one field"
+        )))
+    }
     #[inline]
     fn key(&mut self) -> DResult<Key> {
         // One-value keys (the common case) without the general loop.
@@ -600,11 +614,25 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
     if e.out.is_none() {
         e.buf.reserve(n * per_group);
     }
-    for chunk in g.keys.chunks() {
-        for k in chunk {
-            e.values(k);
+    // Keys as rows of values whatever the column's kind (one format for both).
+    match &g.keys {
+        KeyCol::One(c) => {
+            for chunk in c.chunks() {
+                for v in chunk {
+                    e.len(1);
+                    e.value(v);
+                }
+                e.maybe_flush();
+            }
         }
-        e.maybe_flush();
+        KeyCol::Many(c) => {
+            for chunk in c.chunks() {
+                for k in chunk {
+                    e.values(k);
+                }
+                e.maybe_flush();
+            }
+        }
     }
     put_pod(e, &g.counts);
     for col in &g.accs {
@@ -663,7 +691,10 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
         )));
     }
     let mut cols = a.groups.cols.empty_like();
-    let keys = d.chunked(n, Dec::key)?;
+    let keys = match &cols.keys {
+        KeyCol::One(_) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
+        KeyCol::Many(_) => KeyCol::Many(d.chunked(n, Dec::key)?),
+    };
     // The key index (random access into a table as large as the state) is built on a second
     // thread while this one decodes the other columns (when there are enough groups for it to
     // pay). Either way the index is the same: keys are inserted in slot order.

@@ -32,6 +32,9 @@ const AGG_SCHEMA: &str =
     "g*:int64,n:int64,sq:int64,apx:double,spx:double,wpx:double,hi:double,lo:int32,\
 first:int32,last:double,lag:int32,tags:string,mode:int32,kinds:int64";
 
+const PAIR_SCHEMA: &str = "g*:int64,tag*:string,n:int64,sq:int64,hi:double";
+const PAIR_FUNCS: &str = "<output><field-expr>ESP_aCount()</field-expr><field-expr>ESP_aSum(q)</field-expr><field-expr>ESP_aMax(px)</field-expr></output>";
+
 fn model() -> String {
     let src = "<schema-string>id*:int64,g:int64,q:int32,px:double,tag:string</schema-string>";
     common::model(
@@ -40,10 +43,15 @@ fn model() -> String {
             &format!("<window-source name='facts' insert-only='true' index='pi_EMPTY'>{src}</window-source>"),
             &format!("<window-aggregate name='a1'><schema-string>{AGG_SCHEMA}</schema-string>{FUNCS}</window-aggregate>"),
             &format!("<window-aggregate name='a2'><schema-string>{AGG_SCHEMA}</schema-string>{FUNCS}</window-aggregate>"),
+            // Two-field group keys (the other kind of key column).
+            &format!("<window-aggregate name='a3'><schema-string>{PAIR_SCHEMA}</schema-string>{PAIR_FUNCS}</window-aggregate>"),
+            &format!("<window-aggregate name='a4'><schema-string>{PAIR_SCHEMA}</schema-string>{PAIR_FUNCS}</window-aggregate>"),
         ],
         &[
             "<edge source='keyed' target='a1'/>",
             "<edge source='facts' target='a2'/>",
+            "<edge source='keyed' target='a3'/>",
+            "<edge source='facts' target='a4'/>",
         ],
     )
 }
@@ -135,7 +143,7 @@ proptest! {
             bad: Vec::new(),
         });
         prop_assert_eq!(outputs(&rest), want);
-        for w in ["a1", "a2"] {
+        for w in ["a1", "a2", "a3", "a4"] {
             prop_assert_eq!(rows(&second, win(&second, w)), rows(&whole, win(&whole, w)));
         }
     }

@@ -165,6 +165,114 @@ impl AccCol {
     }
 }
 
+/// The group keys by slot: a plain value for a one-field key (the common case: 24 bytes a
+/// group, no key object to build or compare), else a key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyCol {
+    One(CowVec<Value>),
+    Many(CowVec<Key>),
+}
+
+/// Hashes a value as the one-field key holding it hashes (and as a [`KeyRef`] does).
+struct OneKey<'a>(&'a Value);
+
+impl Hash for OneKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_usize(1);
+        self.0.hash(h);
+    }
+}
+
+impl KeyCol {
+    /// An empty column for keys of `width` fields.
+    pub fn new(width: usize) -> KeyCol {
+        if width == 1 {
+            KeyCol::One(CowVec::default())
+        } else {
+            KeyCol::Many(CowVec::default())
+        }
+    }
+
+    /// An empty column of the same kind.
+    pub fn empty_like(&self) -> KeyCol {
+        match self {
+            KeyCol::One(_) => KeyCol::One(CowVec::default()),
+            KeyCol::Many(_) => KeyCol::Many(CowVec::default()),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        match self {
+            KeyCol::One(c) => c.len(),
+            KeyCol::Many(c) => c.len(),
+        }
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Field `k` of the key in `slot`.
+    #[inline]
+    pub fn field(&self, slot: usize, k: usize) -> &Value {
+        match self {
+            KeyCol::One(c) => c.get(slot),
+            KeyCol::Many(c) => &c.get(slot)[k],
+        }
+    }
+
+    #[inline]
+    fn hash_at(&self, slot: usize) -> u64 {
+        match self {
+            KeyCol::One(c) => hash_of(&OneKey(c.get(slot))),
+            KeyCol::Many(c) => hash_of(c.get(slot)),
+        }
+    }
+
+    #[inline]
+    fn matches_ref(&self, slot: usize, key: &KeyRef) -> bool {
+        match self {
+            KeyCol::One(c) => key.idx.len() == 1 && key.row[key.idx[0]] == *c.get(slot),
+            KeyCol::Many(c) => indexmap::Equivalent::equivalent(key, c.get(slot)),
+        }
+    }
+
+    fn matches_key(&self, slot: usize, key: &Key) -> bool {
+        match self {
+            KeyCol::One(c) => key.len() == 1 && key[0] == *c.get(slot),
+            KeyCol::Many(c) => c.get(slot) == key,
+        }
+    }
+
+    fn same(&self, a: usize, b: usize) -> bool {
+        match self {
+            KeyCol::One(c) => c.get(a) == c.get(b),
+            KeyCol::Many(c) => c.get(a) == c.get(b),
+        }
+    }
+
+    /// Appends a key (of the column's width).
+    pub fn push(&mut self, key: Key) {
+        match self {
+            KeyCol::One(c) => c.push(key.into_iter().next().expect("a one-field key")),
+            KeyCol::Many(c) => c.push(key),
+        }
+    }
+
+    fn swap_remove(&mut self, slot: usize) {
+        match self {
+            KeyCol::One(c) => {
+                c.swap_remove(slot);
+            }
+            KeyCol::Many(c) => {
+                c.swap_remove(slot);
+            }
+        }
+    }
+}
+
 /// Member values of one group, kept for order-dependent functions (first, last, lag, cat,
 /// plain expressions) when the input is not insert-only.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -179,9 +287,9 @@ pub struct Members {
 /// group in slot `s`. Columns are [`CowVec`]s, so cloning them is a snapshot cut (one
 /// reference count per chunk) and encoding them is one pass over each array. A group's
 /// output row is not stored: it is computed from its accumulators when it is emitted.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GroupCols {
-    pub keys: CowVec<Key>,
+    pub keys: KeyCol,
     /// Input rows in the group.
     pub counts: CowVec<i64>,
     /// One column per aggregate field.
@@ -192,9 +300,14 @@ pub struct GroupCols {
 
 impl GroupCols {
     /// Empty columns for `fields`.
-    pub fn new(fields: &[AggField], insert_only: bool, keep_members: bool) -> GroupCols {
+    pub fn new(
+        key_width: usize,
+        fields: &[AggField],
+        insert_only: bool,
+        keep_members: bool,
+    ) -> GroupCols {
         GroupCols {
-            keys: CowVec::default(),
+            keys: KeyCol::new(key_width),
             counts: CowVec::default(),
             accs: fields
                 .iter()
@@ -207,7 +320,7 @@ impl GroupCols {
     /// Empty columns of the same kinds.
     pub fn empty_like(&self) -> GroupCols {
         GroupCols {
-            keys: CowVec::default(),
+            keys: self.keys.empty_like(),
             counts: CowVec::default(),
             accs: self.accs.iter().map(AccCol::empty_like).collect(),
             members: self.members.as_ref().map(|_| CowVec::default()),
@@ -237,7 +350,7 @@ pub struct GroupIndex(HashTable<u32>);
 /// last group into its slot, so slots stay dense; the slot order depends only on the
 /// sequence of events and is what a snapshot records, so a restored window has the same
 /// slots. No output depends on it (listings are sorted by key).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Groups {
     index: HashTable<u32>,
     pub cols: GroupCols,
@@ -288,13 +401,13 @@ impl Groups {
     /// The slot index of a key column (see [`Groups::from_parts`]); fails on a key that
     /// appears twice (with its slot). Built apart so a restore can build it on one thread
     /// while it decodes the other columns on another.
-    pub fn index_keys(keys: &CowVec<Key>) -> Result<GroupIndex, usize> {
+    pub fn index_keys(keys: &KeyCol) -> Result<GroupIndex, usize> {
         let mut index = HashTable::with_capacity(keys.len());
-        for (slot, key) in keys.iter().enumerate() {
+        for slot in 0..keys.len() {
             let entry = index.entry(
-                hash_of(key),
-                |&s: &u32| keys.get(s as usize) == key,
-                |&s: &u32| hash_of(keys.get(s as usize)),
+                keys.hash_at(slot),
+                |&s: &u32| keys.same(s as usize, slot),
+                |&s: &u32| keys.hash_at(s as usize),
             );
             match entry {
                 hashbrown::hash_table::Entry::Occupied(_) => return Err(slot),
@@ -330,9 +443,7 @@ impl Groups {
     fn find(&self, key: &KeyRef) -> Option<usize> {
         let keys = &self.cols.keys;
         self.index
-            .find(hash_of(key), |&s| {
-                indexmap::Equivalent::equivalent(key, keys.get(s as usize))
-            })
+            .find(hash_of(key), |&s| keys.matches_ref(s as usize, key))
             .map(|&s| s as usize)
     }
 
@@ -340,7 +451,7 @@ impl Groups {
     fn find_key(&self, key: &Key) -> Option<usize> {
         let keys = &self.cols.keys;
         self.index
-            .find(hash_of(key), |&s| keys.get(s as usize) == key)
+            .find(hash_of(key), |&s| keys.matches_key(s as usize, key))
             .map(|&s| s as usize)
     }
 
@@ -358,7 +469,7 @@ impl Groups {
         }
         let keys = &self.cols.keys;
         self.index
-            .insert_unique(h, slot as u32, |&s| hash_of(keys.get(s as usize)));
+            .insert_unique(h, slot as u32, |&s| keys.hash_at(s as usize));
         slot
     }
 
@@ -368,13 +479,13 @@ impl Groups {
         let last = keys.len() - 1;
         let entry = self
             .index
-            .find_entry(hash_of(keys.get(slot)), |&s| s as usize == slot)
+            .find_entry(keys.hash_at(slot), |&s| s as usize == slot)
             .unwrap_or_else(|_| panic!("group slot {slot} is indexed"));
         entry.remove();
         if slot != last {
             let moved = self
                 .index
-                .find_mut(hash_of(keys.get(last)), |&s| s as usize == last)
+                .find_mut(keys.hash_at(last), |&s| s as usize == last)
                 .expect("the last group is indexed");
             *moved = slot as u32;
         }
@@ -429,7 +540,7 @@ impl AggregateWindow {
         globals: Globals,
     ) -> AggregateWindow {
         let keep_members = fields.iter().any(|f| f.func.needs_members(insert_only));
-        let cols = GroupCols::new(&fields, insert_only, keep_members);
+        let cols = GroupCols::new(out_keys.len(), &fields, insert_only, keep_members);
         let scratch = fields
             .iter()
             .map(|f| Vec::with_capacity(f.args.len()))
@@ -740,7 +851,7 @@ fn result_row(g: &GroupCols, slot: usize, fields: &[AggField], layout: &[Slot]) 
     layout
         .iter()
         .map(|s| match *s {
-            Slot::Key(k) => g.keys.get(slot)[k].clone(),
+            Slot::Key(k) => g.keys.field(slot, k).clone(),
             Slot::Count(ty) => fit(Value::Int64(*g.counts.get(slot)), ty),
             Slot::Num(i, ty) => match &g.accs[i] {
                 AccCol::Num(c) => fit(num_result(&fields[i].func, c.get(slot)), ty),
@@ -1051,5 +1162,24 @@ fn members_result(func: &AggFn, members: Option<&Members>, field: usize, count: 
             Value::str(&parts.join(sep))
         }
         _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_value_key_hashes_as_its_key_and_its_row_view() {
+        let row = vec![Value::Int64(3), Value::str("x")];
+        for i in 0..2 {
+            let key: Key = sluice_event::event::key_of(&row, &[i]);
+            let view = KeyRef {
+                row: &row,
+                idx: &[i],
+            };
+            assert_eq!(hash_of(&OneKey(&row[i])), hash_of(&key));
+            assert_eq!(hash_of(&OneKey(&row[i])), hash_of(&view));
+        }
     }
 }
