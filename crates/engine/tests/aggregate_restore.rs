@@ -213,3 +213,54 @@ fn a_large_aggregate_restores_with_its_index_built_beside_the_columns() {
     );
     assert_eq!(a, b);
 }
+
+/// A window file cut short anywhere, or with any byte changed, is refused or restores
+/// something: the decoder never panics and never allocates what the file cannot hold. (The
+/// persist layer's checksums refuse such files before they get here; this is the engine's own
+/// guard.)
+#[test]
+fn damaged_window_files_are_refused_without_a_panic() {
+    let xml = model();
+    let mut e = engine(&xml);
+    let ops: Vec<Op> = (0..300)
+        .map(|i| {
+            (
+                i % 3 != 0,
+                (i % 5) as u8,
+                i % 17,
+                i % 4,
+                (i % 9) as i32 - 2,
+                (i % 20) as i32,
+                (i % 3) as u8,
+            )
+        })
+        .collect();
+    let mut facts = 0;
+    feed(&mut e, &ops, &mut facts, &mut CollectSink::default());
+    let files = e.snapshot_windows();
+    for (path, bytes) in &files {
+        if !path.starts_with("cq/a") {
+            continue;
+        }
+        let step = (bytes.len() / 200).max(1);
+        for cut in (0..bytes.len()).step_by(step) {
+            let mut damaged = files.clone();
+            damaged.insert(path.clone(), bytes[..cut].to_vec());
+            assert!(
+                engine(&xml).restore_windows(&damaged).is_err(),
+                "{path} cut at {cut} of {} was accepted",
+                bytes.len()
+            );
+        }
+        for at in (0..bytes.len()).step_by(step) {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut damaged = files.clone();
+                let mut b = bytes.clone();
+                b[at] ^= flip;
+                damaged.insert(path.clone(), b);
+                // Either outcome is fine; a panic or an abort is not.
+                let _ = engine(&xml).restore_windows(&damaged);
+            }
+        }
+    }
+}
