@@ -87,6 +87,66 @@ pub enum RestoreError {
     Unknown(String),
 }
 
+/// A restore in progress: a copy of the engine's windows that window files are decoded into
+/// (see [`Engine::restoring`]).
+pub struct Restoring {
+    fingerprint: u64,
+    nodes: Vec<Node>,
+    decoded: Vec<bool>,
+}
+
+impl Restoring {
+    fn node(&mut self, path: &str) -> Result<&mut Node, RestoreError> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.path == path)
+            .ok_or_else(|| RestoreError::Unknown(path.to_string()))?;
+        self.decoded[i] = true;
+        Ok(&mut self.nodes[i])
+    }
+
+    /// Decodes the state of window `path` (`cq/window`) from its whole file.
+    pub fn decode(&mut self, path: &str, bytes: &[u8]) -> Result<(), RestoreError> {
+        let n = self.node(path)?;
+        snapshot::decode_window(
+            bytes,
+            &mut n.imp,
+            n.splitter.as_mut().map(|s| &mut s.globals),
+        )
+        .map_err(|error| RestoreError::Decode {
+            window: path.to_string(),
+            error,
+        })
+    }
+
+    /// Decodes the state of window `path` from a file of `len` bytes that arrives in pieces
+    /// from `next`, while it is still being read.
+    pub fn decode_pieces(
+        &mut self,
+        path: &str,
+        len: u64,
+        next: snapshot::NextPiece<'_>,
+    ) -> Result<(), RestoreError> {
+        let n = self.node(path)?;
+        snapshot::decode_window_pieces(
+            len,
+            next,
+            &mut n.imp,
+            n.splitter.as_mut().map(|s| &mut s.globals),
+        )
+        .map_err(|error| RestoreError::Decode {
+            window: path.to_string(),
+            error,
+        })
+    }
+
+    /// How many windows have their state decoded so far.
+    pub fn decoded(&self) -> usize {
+        self.decoded.iter().filter(|d| **d).count()
+    }
+}
+
 /// Every window's state frozen at a cut (see [`Engine::freeze`]). `Send`: encode it elsewhere.
 #[derive(Clone, Debug)]
 pub struct FrozenEngine {
@@ -355,27 +415,36 @@ impl Engine {
         &mut self,
         files: &std::collections::BTreeMap<String, Vec<u8>>,
     ) -> Result<(), RestoreError> {
-        for path in files.keys() {
-            if !self.nodes.iter().any(|n| &n.path == path) {
-                return Err(RestoreError::Unknown(path.clone()));
-            }
+        let mut r = self.restoring();
+        for (path, bytes) in files {
+            r.decode(path, bytes)?;
         }
-        let mut nodes = self.nodes.clone();
-        for n in &mut nodes {
-            let bytes = files
-                .get(&n.path)
-                .ok_or_else(|| RestoreError::Missing(n.path.clone()))?;
-            snapshot::decode_window(
-                bytes,
-                &mut n.imp,
-                n.splitter.as_mut().map(|s| &mut s.globals),
-            )
-            .map_err(|error| RestoreError::Decode {
-                window: n.path.clone(),
-                error,
-            })?;
+        self.finish_restore(r)
+    }
+
+    /// Starts a restore: window files are decoded into the returned copy of the windows, one
+    /// by one as they are read ([`Restoring::decode_pieces`]); [`Engine::finish_restore`] then
+    /// swaps it in. The engine is unchanged until then, so a restore that fails half way (a
+    /// bad file, a checksum that does not match) leaves it as it was.
+    pub fn restoring(&self) -> Restoring {
+        Restoring {
+            fingerprint: self.fingerprint(),
+            nodes: self.nodes.clone(),
+            decoded: vec![false; self.nodes.len()],
         }
-        self.nodes = nodes;
+    }
+
+    /// Swaps in the state decoded by `r` once every window has its file.
+    pub fn finish_restore(&mut self, r: Restoring) -> Result<(), RestoreError> {
+        assert_eq!(
+            r.fingerprint,
+            self.fingerprint(),
+            "a restore finishes in the engine it started from"
+        );
+        if let Some(i) = r.decoded.iter().position(|d| !d) {
+            return Err(RestoreError::Missing(r.nodes[i].path.clone()));
+        }
+        self.nodes = r.nodes;
         Ok(())
     }
 

@@ -46,6 +46,8 @@ pub enum DecodeError {
     Bad { offset: usize, what: String },
     #[error("{0} bytes left over after the window state")]
     Trailing(usize),
+    #[error("reading the file: {0}")]
+    Read(String),
 }
 
 fn kind_code(w: &WindowImpl) -> u8 {
@@ -262,31 +264,142 @@ impl<'a> Enc<'a> {
     }
 }
 
-/// A byte reader with offsets in its errors.
-pub struct Dec<'a> {
-    buf: &'a [u8],
+/// A piece of a window file: a buffer and the range of it that holds the file's next bytes.
+pub type Piece = (Vec<u8>, std::ops::Range<usize>);
+
+/// Where a decoder gets a file's next piece: it hands back the buffer of the piece before
+/// (for reuse) and gets the next one, or `None` at the end of the file.
+pub type NextPiece<'s> = &'s mut dyn FnMut(Vec<u8>) -> std::io::Result<Option<Piece>>;
+
+/// A byte reader over a file that arrives in pieces, with file offsets in its errors.
+pub struct Dec<'s> {
+    /// The current piece; `cur[pos..end]` is not yet read.
+    cur: Vec<u8>,
     pos: usize,
+    end: usize,
+    /// File offset of `cur[start]`.
+    start: usize,
+    piece_off: usize,
+    /// The file's length.
+    total: usize,
+    next: Option<NextPiece<'s>>,
+    /// Where values that straddle two pieces are put together.
+    scratch: Vec<u8>,
 }
 
 type DResult<T> = Result<T, DecodeError>;
 
-impl<'a> Dec<'a> {
+impl<'s> Dec<'s> {
+    /// A decoder over one whole file in memory.
+    fn whole(bytes: &[u8]) -> Dec<'static> {
+        Dec {
+            cur: bytes.to_vec(),
+            pos: 0,
+            end: bytes.len(),
+            start: 0,
+            piece_off: 0,
+            total: bytes.len(),
+            next: None,
+            scratch: Vec::new(),
+        }
+    }
+    /// A decoder over a file of `total` bytes whose pieces come from `next`.
+    fn pieces(total: usize, next: NextPiece<'s>) -> Dec<'s> {
+        Dec {
+            cur: Vec::new(),
+            pos: 0,
+            end: 0,
+            start: 0,
+            piece_off: 0,
+            total,
+            next: Some(next),
+            scratch: Vec::new(),
+        }
+    }
+    /// The file offset of the next byte.
     #[inline]
-    fn take(&mut self, n: usize) -> DResult<&'a [u8]> {
-        match self.buf.get(self.pos..self.pos.saturating_add(n)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
+    fn at(&self) -> usize {
+        self.piece_off + (self.pos - self.start)
+    }
+    /// The rest of the current piece.
+    #[inline]
+    fn ahead(&self) -> &[u8] {
+        &self.cur[self.pos..self.end]
+    }
+    #[inline]
+    fn take(&mut self, n: usize) -> DResult<&[u8]> {
+        if n <= self.end - self.pos {
+            let s = &self.cur[self.pos..self.pos + n];
+            self.pos += n;
+            return Ok(s);
+        }
+        self.take_across(n)
+    }
+    /// `n` bytes that run past the current piece, put together in `scratch`.
+    #[cold]
+    fn take_across(&mut self, n: usize) -> DResult<&[u8]> {
+        let at = self.at();
+        if n > self.total - at {
+            return Err(self.truncated(n));
+        }
+        self.scratch.clear();
+        self.scratch
+            .extend_from_slice(&self.cur[self.pos..self.end]);
+        self.pos = self.end;
+        while self.scratch.len() < n {
+            if !self.next_piece()? {
+                // The file ended before its stated length.
+                return Err(DecodeError::Truncated {
+                    offset: at,
+                    needed: n - self.scratch.len(),
+                });
             }
-            None => Err(self.truncated(n)),
+            let k = (n - self.scratch.len()).min(self.end - self.pos);
+            self.scratch
+                .extend_from_slice(&self.cur[self.pos..self.pos + k]);
+            self.pos += k;
+        }
+        Ok(&self.scratch[..n])
+    }
+    /// Moves to the next piece; false at the end of the file.
+    fn next_piece(&mut self) -> DResult<bool> {
+        let Some(next) = self.next.as_mut() else {
+            return Ok(false);
+        };
+        self.piece_off += self.end - self.start;
+        let spent = std::mem::take(&mut self.cur);
+        match next(spent) {
+            Ok(Some((buf, range))) => {
+                self.cur = buf;
+                self.start = range.start;
+                self.pos = range.start;
+                self.end = range.end;
+                Ok(true)
+            }
+            Ok(None) => {
+                self.next = None;
+                self.start = 0;
+                self.pos = 0;
+                self.end = 0;
+                Ok(false)
+            }
+            Err(e) => Err(DecodeError::Read(e.to_string())),
         }
     }
     #[cold]
     fn truncated(&self, n: usize) -> DecodeError {
+        let at = self.at();
         DecodeError::Truncated {
-            offset: self.pos,
-            needed: n - (self.buf.len() - self.pos),
+            offset: at,
+            needed: n - (self.total - at),
         }
+    }
+    /// Fails unless `n` more bytes are in the file.
+    fn need(&self, n: usize) -> DResult<()> {
+        if n > self.total - self.at() {
+            return Err(self.truncated(n));
+        }
+        Ok(())
     }
     /// `n` entries decoded by `each`, straight into the chunks of a column.
     fn chunked<T: Clone>(
@@ -332,14 +445,14 @@ impl<'a> Dec<'a> {
     }
     fn bad(&self, what: impl Into<String>) -> DecodeError {
         DecodeError::Bad {
-            offset: self.pos,
+            offset: self.at(),
             what: what.into(),
         }
     }
     /// A count, checked against the bytes left (each item needs at least `min` bytes), so a
     /// corrupted length cannot make us allocate without bound.
     fn count(&mut self, n: u64, min: usize) -> DResult<usize> {
-        let left = (self.buf.len() - self.pos) as u64;
+        let left = (self.total - self.at()) as u64;
         if n.saturating_mul(min as u64) > left {
             return Err(self.bad(format!("count {n} is larger than the file allows")));
         }
@@ -364,7 +477,7 @@ impl<'a> Dec<'a> {
     #[inline]
     fn value(&mut self) -> DResult<Value> {
         // Fixed-width values in one bounds check (the common case).
-        if let Some(&[tag, b0, b1, b2, b3, b4, b5, b6, b7]) = self.buf.get(self.pos..self.pos + 9) {
+        if let Some(&[tag, b0, b1, b2, b3, b4, b5, b6, b7]) = self.ahead().get(..9) {
             let x = i64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
             let v = match tag {
                 2 => Some(Value::Int64(x)),
@@ -393,7 +506,7 @@ impl<'a> Dec<'a> {
             5 => {
                 // Straight from the bytes into the shared string: one allocation.
                 let n = self.len(1)?;
-                let at = self.pos;
+                let at = self.at();
                 let b = self.take(n)?;
                 let text = std::str::from_utf8(b).map_err(|_| DecodeError::Bad {
                     offset: at,
@@ -417,19 +530,22 @@ impl<'a> Dec<'a> {
     /// A key of exactly one value (a one-field key column).
     #[inline]
     fn one_value_key(&mut self) -> DResult<Value> {
-        if let Some(&[1, 0, 0, 0]) = self.buf.get(self.pos..self.pos + 4) {
+        if let Some(&[1, 0, 0, 0]) = self.ahead().get(..4) {
             self.pos += 4;
             return self.value();
         }
-        let n = self.len(1)?;
-        Err(self.bad(format!(
-            "a group key of {n} values where the window's key has one field"
-        )))
+        // The length split across two pieces, or a key of another length.
+        match self.len(1)? {
+            1 => self.value(),
+            n => Err(self.bad(format!(
+                "a group key of {n} values where the window's key has one field"
+            ))),
+        }
     }
     #[inline]
     fn key(&mut self) -> DResult<Key> {
         // One-value keys (the common case) without the general loop.
-        if let Some(&[1, 0, 0, 0]) = self.buf.get(self.pos..self.pos + 4) {
+        if let Some(&[1, 0, 0, 0]) = self.ahead().get(..4) {
             self.pos += 4;
             let mut k = Key::new();
             k.push(self.value()?);
@@ -572,18 +688,35 @@ fn put_pod<T: bytemuck::Pod + Clone>(e: &mut Enc, col: &CowVec<T>) {
     }
 }
 
-/// Reads `n` plain-old-data values written by [`put_pod`], a chunk at a time.
+/// Reads `n` plain-old-data values written by [`put_pod`], a chunk at a time, copied straight
+/// from the file's pieces.
 fn get_pod<T: bytemuck::Pod + Clone>(d: &mut Dec, n: usize) -> DResult<CowVec<T>> {
     let size = std::mem::size_of::<T>();
-    let bytes = d.take(n.saturating_mul(size))?;
+    d.need(n.saturating_mul(size))?;
     let mut col = CowVec::default();
-    for piece in bytes.chunks(CHUNK * size) {
-        let mut v = Vec::with_capacity(CHUNK);
-        v.extend(
-            piece
-                .chunks_exact(size)
-                .map(bytemuck::pod_read_unaligned::<T>),
-        );
+    let mut v: Vec<T> = Vec::with_capacity(CHUNK.min(n));
+    let mut left = n;
+    while left > 0 {
+        let whole = (d.ahead().len() / size).min(left).min(CHUNK - v.len());
+        if whole > 0 {
+            let bytes = d.take(whole * size)?;
+            v.extend(
+                bytes
+                    .chunks_exact(size)
+                    .map(bytemuck::pod_read_unaligned::<T>),
+            );
+            left -= whole;
+        } else {
+            // One value across two pieces (or the first piece not yet read).
+            v.push(bytemuck::pod_read_unaligned::<T>(d.take(size)?));
+            left -= 1;
+        }
+        if v.len() == CHUNK {
+            let full = std::mem::replace(&mut v, Vec::with_capacity(CHUNK.min(left)));
+            col.push_chunk(full);
+        }
+    }
+    if !v.is_empty() {
         col.push_chunk(v);
     }
     Ok(col)
@@ -949,7 +1082,30 @@ pub fn decode_window(
     imp: &mut WindowImpl,
     splitter: Option<&mut Globals>,
 ) -> Result<(), DecodeError> {
-    let mut d = Dec { buf: bytes, pos: 0 };
+    decode_from(Dec::whole(bytes), imp, splitter)
+}
+
+/// Decodes a window file of `len` bytes that arrives in pieces from `next` (a restore decodes
+/// while the file is still being read). On error `imp` may be partly changed: callers decode
+/// into a copy.
+pub fn decode_window_pieces(
+    len: u64,
+    next: NextPiece<'_>,
+    imp: &mut WindowImpl,
+    splitter: Option<&mut Globals>,
+) -> Result<(), DecodeError> {
+    let len = usize::try_from(len).map_err(|_| DecodeError::Bad {
+        offset: 0,
+        what: format!("a file of {len} bytes is larger than this machine can address"),
+    })?;
+    decode_from(Dec::pieces(len, next), imp, splitter)
+}
+
+fn decode_from(
+    mut d: Dec<'_>,
+    imp: &mut WindowImpl,
+    splitter: Option<&mut Globals>,
+) -> Result<(), DecodeError> {
     if d.take(8).map_err(|_| DecodeError::Magic)? != MAGIC {
         return Err(DecodeError::Magic);
     }
@@ -993,8 +1149,8 @@ pub fn decode_window(
     if let Some(g) = splitter {
         d.globals(g)?;
     }
-    if d.pos != bytes.len() {
-        return Err(DecodeError::Trailing(bytes.len() - d.pos));
+    if d.at() != d.total {
+        return Err(DecodeError::Trailing(d.total - d.at()));
     }
     Ok(())
 }

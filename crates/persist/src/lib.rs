@@ -425,6 +425,68 @@ pub fn read_snapshot(
     project: &str,
     fingerprint: u64,
 ) -> Result<Snapshot, PersistError> {
+    let mut windows = BTreeMap::new();
+    let state = read_snapshot_streamed(dir, project, fingerprint, |w, file| {
+        let mut bytes = Vec::with_capacity(file.len() as usize);
+        let mut spent = Vec::new();
+        while let Some((buf, range)) = file.next_piece(spent)? {
+            bytes.extend_from_slice(&buf[range]);
+            spent = buf;
+        }
+        windows.insert(w.to_string(), bytes);
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(Snapshot {
+        project: project.to_string(),
+        fingerprint,
+        state,
+        windows,
+    })
+}
+
+/// A window file of a snapshot being read, for a decoder that takes it piece by piece while
+/// the rest is still being read (see [`read_snapshot_streamed`]).
+pub struct WindowFile {
+    reader: stream::PieceReader,
+    len: u64,
+}
+
+impl WindowFile {
+    /// The file's length as the manifest gives it.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the manifest gives the file no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file's next piece (`buffer`, `range`): the bytes are `buffer[range]`; `None` at the
+    /// end of the file. `spent` hands back the buffer of the piece before, for reuse (an empty
+    /// `Vec` the first time). The pieces are not yet verified: the file's size and checksum
+    /// are checked once the decoder is done, and its result is thrown away if they do not hold.
+    pub fn next_piece(&mut self, spent: Vec<u8>) -> std::io::Result<Option<stream::Piece>> {
+        self.reader.next_piece(spent)
+    }
+}
+
+pub use stream::Piece;
+
+/// Reads and verifies a snapshot of `project` with `fingerprint`, handing each window file to
+/// `window` (with its `cq/window` name) while it is being read, so decoding and reading
+/// overlap. The checks are those of [`read_snapshot`]: the manifest, the project and the
+/// fingerprint first; then every file's presence and size before any window is read; then
+/// every file's checksum, each as soon as the file is read to its end. A file whose size or
+/// checksum does not match is refused as such even when `window` failed on it first (a
+/// corrupted file is reported as corrupted); otherwise an error of `window` is the file's
+/// error. The caller must throw away what `window` built unless this returns `Ok`.
+pub fn read_snapshot_streamed<E: std::fmt::Display>(
+    dir: &Path,
+    project: &str,
+    fingerprint: u64,
+    mut window: impl FnMut(&str, &mut WindowFile) -> Result<(), E>,
+) -> Result<ProjectState, PersistError> {
     let manifest = read_manifest(dir)?;
     if manifest.project != project {
         return Err(PersistError::WrongProject {
@@ -441,8 +503,9 @@ pub fn read_snapshot(
             found: manifest.fingerprint,
         });
     }
-    let mut state: Option<ProjectState> = None;
-    let mut windows = BTreeMap::new();
+    // Every file's name, presence and size before any is read.
+    let mut windows = Vec::new();
+    let mut state_file = None;
     for f in &manifest.files {
         if f.path.contains("..") || f.path.starts_with('/') {
             return Err(PersistError::BadManifest {
@@ -451,41 +514,28 @@ pub fn read_snapshot(
             });
         }
         let path = dir.join(&f.path);
-        let (bytes, crc) = match stream::read_file(&path) {
-            Ok(b) => b,
+        let found = match fs::metadata(&path) {
+            Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(PersistError::MissingFile { path })
             }
             Err(source) => return Err(PersistError::Read { path, source }),
         };
-        if bytes.len() as u64 != f.bytes {
+        if found != f.bytes {
             return Err(PersistError::Size {
                 path,
                 expected: f.bytes,
-                found: bytes.len() as u64,
-            });
-        }
-        let crc = format!("{crc:08x}");
-        if crc != f.crc32c {
-            return Err(PersistError::Checksum {
-                path,
-                expected: f.crc32c.clone(),
-                found: crc,
+                found,
             });
         }
         if f.path == PROJECT_STATE {
-            state = Some(
-                serde_json::from_slice(&bytes).map_err(|e| PersistError::BadFile {
-                    path: path.clone(),
-                    why: e.to_string(),
-                })?,
-            );
+            state_file = Some(f);
         } else if let Some(w) = f
             .path
             .strip_prefix("queries/")
             .and_then(|p| p.strip_suffix(".state"))
         {
-            windows.insert(w.to_string(), bytes);
+            windows.push((w, f));
         } else {
             return Err(PersistError::BadManifest {
                 path: dir.join(MANIFEST),
@@ -493,15 +543,66 @@ pub fn read_snapshot(
             });
         }
     }
-    let state = state.ok_or_else(|| PersistError::MissingFile {
+    let state_file = state_file.ok_or_else(|| PersistError::MissingFile {
         path: dir.join(PROJECT_STATE),
     })?;
-    Ok(Snapshot {
-        project: manifest.project,
-        fingerprint,
-        state,
-        windows,
-    })
+    let path = dir.join(PROJECT_STATE);
+    let (bytes, crc) = stream::read_file(&path).map_err(|e| read_error(&path, e))?;
+    check_file(&path, state_file, bytes.len() as u64, crc)?;
+    let state: ProjectState =
+        serde_json::from_slice(&bytes).map_err(|e| PersistError::BadFile {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+    for (w, f) in windows {
+        let path = dir.join(&f.path);
+        let reader = stream::PieceReader::open(&path).map_err(|e| read_error(&path, e))?;
+        let mut file = WindowFile {
+            reader,
+            len: f.bytes,
+        };
+        let decoded = window(w, &mut file);
+        let (bytes, crc) = file.reader.finish().map_err(|e| read_error(&path, e))?;
+        check_file(&path, f, bytes, crc)?;
+        decoded.map_err(|e| PersistError::BadFile {
+            path,
+            why: e.to_string(),
+        })?;
+    }
+    Ok(state)
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> PersistError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        PersistError::MissingFile {
+            path: path.to_path_buf(),
+        }
+    } else {
+        PersistError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// A file read whole: its size and checksum against the manifest.
+fn check_file(path: &Path, f: &FileEntry, bytes: u64, crc: u32) -> Result<(), PersistError> {
+    if bytes != f.bytes {
+        return Err(PersistError::Size {
+            path: path.to_path_buf(),
+            expected: f.bytes,
+            found: bytes,
+        });
+    }
+    let crc = format!("{crc:08x}");
+    if crc != f.crc32c {
+        return Err(PersistError::Checksum {
+            path: path.to_path_buf(),
+            expected: f.crc32c.clone(),
+            found: crc,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -570,6 +671,57 @@ mod tests {
             read_snapshot(&dir, "p", 0xabc).unwrap_err(),
             PersistError::MissingFile { .. }
         ));
+    }
+
+    #[test]
+    fn a_streamed_decoder_that_fails_on_a_corrupted_file_is_told_the_file_is_corrupted() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        // A decoder that gives up at the first byte it dislikes, before the end of the file.
+        let picky = |w: &str, f: &mut WindowFile| -> Result<(), String> {
+            let (buf, range) = f
+                .next_piece(Vec::new())
+                .map_err(|e| e.to_string())?
+                .unwrap();
+            if buf[range.start] == 0xee {
+                return Err(format!("{w}: first byte 0xee"));
+            }
+            Ok(())
+        };
+        let f = dir.join("queries/cq/agg.state");
+        let good = fs::read(&f).unwrap();
+        // The checksum fails: that is the error, whatever the decoder said.
+        let mut bad = good.clone();
+        bad[0] = 0xee;
+        fs::write(&f, &bad).unwrap();
+        let e = read_snapshot_streamed(&dir, "p", 0xabc, picky).unwrap_err();
+        assert!(matches!(e, PersistError::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("agg.state"), "{e}");
+        // The file is whole but the decoder refuses it: its reason, with the file's name.
+        fs::write(&f, &good).unwrap();
+        let e = read_snapshot_streamed(&dir, "p", 0xabc, |w, f| -> Result<(), String> {
+            picky(w, f)?;
+            match w {
+                "cq/agg" => Err(format!("{w} does not fit")),
+                _ => Ok(()),
+            }
+        })
+        .unwrap_err();
+        assert!(matches!(e, PersistError::BadFile { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("agg.state"), "{msg}");
+        assert!(msg.contains("does not fit"), "{msg}");
+        // A missing file is refused before any window is handed to the decoder.
+        fs::remove_file(dir.join("queries/cq/src.state")).unwrap();
+        let mut called = 0;
+        let e = read_snapshot_streamed(&dir, "p", 0xabc, |_, _| -> Result<(), String> {
+            called += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(e, PersistError::MissingFile { .. }), "{e}");
+        assert_eq!(called, 0);
     }
 
     #[test]

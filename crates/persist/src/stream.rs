@@ -262,12 +262,212 @@ fn read_buffered(path: &Path) -> io::Result<(Vec<u8>, u32)> {
     Ok((bytes, crc))
 }
 
+/// The pieces a [`PieceReader`] hands out: a buffer and the range of it that holds the file's
+/// next bytes.
+pub type Piece = (Vec<u8>, std::ops::Range<usize>);
+
+/// Buffers a reader uses at most: one being decoded, one waiting, one being read.
+const PIECE_BUFFERS: usize = 3;
+
+enum Msg {
+    Piece(Piece),
+    End { bytes: u64, crc: u32 },
+    Failed(io::Error),
+}
+
+/// A file read by a thread of its own in [`PIECE`]-sized pieces, with direct I/O where the file
+/// system allows it, while the caller decodes the pieces before. The CRC-32C and the length
+/// are taken on the reader thread and known once the last piece is read ([`PieceReader::finish`]).
+/// Three buffers are reused for the whole file, so reading a file of any size touches no new
+/// memory beyond them.
+pub struct PieceReader {
+    pieces: Receiver<Msg>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
+    end: Option<io::Result<(u64, u32)>>,
+}
+
+impl PieceReader {
+    /// Opens `path` (a missing file fails here) and starts reading it.
+    pub fn open(path: &Path) -> io::Result<PieceReader> {
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path);
+        let (file, direct) = match direct {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                (File::open(path)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let (tx, pieces) = sync_channel(1);
+        let (spare, free) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("sluice-restore-read".into())
+            .spawn(move || pump(file, direct, &path, &tx, &free))?;
+        Ok(PieceReader {
+            pieces,
+            spare,
+            end: None,
+        })
+    }
+
+    /// The next piece, `None` at the end of the file. `spent` is the buffer of the piece
+    /// before, handed back for reuse (an empty `Vec` the first time).
+    pub fn next_piece(&mut self, spent: Vec<u8>) -> io::Result<Option<Piece>> {
+        if spent.capacity() > 0 {
+            let _ = self.spare.send(spent);
+        }
+        if let Some(end) = &self.end {
+            return match end {
+                Ok(_) => Ok(None),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+        }
+        match self.pieces.recv() {
+            Ok(Msg::Piece(p)) => Ok(Some(p)),
+            Ok(Msg::End { bytes, crc }) => {
+                self.end = Some(Ok((bytes, crc)));
+                Ok(None)
+            }
+            Ok(Msg::Failed(e)) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.end = Some(Err(e));
+                Err(copy)
+            }
+            Err(_) => {
+                let e = io::Error::other("the reader thread stopped");
+                self.end = Some(Err(io::Error::other("the reader thread stopped")));
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads whatever the caller did not take and returns the file's length and CRC-32C.
+    pub fn finish(mut self) -> io::Result<(u64, u32)> {
+        while self.next_piece(Vec::new())?.is_some() {}
+        self.end.take().expect("the end of the file was reached")
+    }
+}
+
+/// The reader thread: pieces into the channel until the end of the file, the consumer leaves,
+/// or a read fails.
+fn pump(
+    mut file: File,
+    mut direct: bool,
+    path: &Path,
+    tx: &SyncSender<Msg>,
+    free: &Receiver<Vec<u8>>,
+) {
+    if !direct {
+        advise_sequential(&file);
+    }
+    let mut made = 0;
+    let mut crc = 0u32;
+    let mut at: u64 = 0;
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let mut buf = match held.take().map_or_else(|| free.try_recv(), Ok) {
+            Ok(b) => b,
+            Err(_) if made < PIECE_BUFFERS => {
+                made += 1;
+                vec![0u8; PIECE + ALIGN]
+            }
+            Err(_) => match free.recv() {
+                Ok(b) => b,
+                Err(_) => return, // the consumer is gone
+            },
+        };
+        let off = buf.as_ptr().align_offset(ALIGN);
+        assert!(off < ALIGN, "a byte buffer can be aligned");
+        let (n, eof) = match read_piece(&mut file, &mut buf[off..off + PIECE], direct) {
+            Ok(r) => r,
+            Err(e)
+                if direct && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                // Direct I/O refused at the first read: this piece again through the page cache.
+                let reopened = File::open(path).and_then(|mut f| {
+                    use std::io::Seek;
+                    f.seek(io::SeekFrom::Start(at))?;
+                    Ok(f)
+                });
+                match reopened {
+                    Ok(f) => {
+                        file = f;
+                        direct = false;
+                        advise_sequential(&file);
+                        held = Some(buf);
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Failed(e));
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(e));
+                return;
+            }
+        };
+        crc = crc32c::crc32c_append(crc, &buf[off..off + n]);
+        at += n as u64;
+        if n > 0 && tx.send(Msg::Piece((buf, off..off + n))).is_err() {
+            return;
+        }
+        if eof {
+            let _ = tx.send(Msg::End { bytes: at, crc });
+            return;
+        }
+    }
+}
+
+fn advise_sequential(file: &File) {
+    // Advice only: a file system without it reads the same bytes.
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Sequential);
+}
+
+/// Fills `buf` from `file`; returns the bytes read and whether the file ended. A direct read
+/// that returns a part of a block is the end of the file (the next offset is not aligned).
+fn read_piece(file: &mut File, buf: &mut [u8], direct: bool) -> io::Result<(usize, bool)> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => return Ok((n, true)),
+            Ok(k) => {
+                n += k;
+                if direct && k % ALIGN != 0 {
+                    return Ok((n, true));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// A file read through a [`PieceReader`]: its bytes, and the length and checksum it gives.
+    fn read_in_pieces(path: &Path) -> (Vec<u8>, (u64, u32)) {
+        let mut r = PieceReader::open(path).unwrap();
+        let mut bytes = Vec::new();
+        let mut spent = Vec::new();
+        while let Some((buf, range)) = r.next_piece(spent).unwrap() {
+            assert!(range.len() <= PIECE);
+            bytes.extend_from_slice(&buf[range]);
+            spent = buf;
+        }
+        (bytes, r.finish().unwrap())
     }
 
     #[test]
@@ -305,7 +505,41 @@ mod tests {
                 (want.clone(), crc),
                 "read back {n}"
             );
+            assert_eq!(
+                read_in_pieces(&path),
+                (want.clone(), (n as u64, crc)),
+                "read back in pieces {n}"
+            );
         }
+    }
+
+    #[test]
+    fn pieces_cover_files_around_the_piece_size_and_a_reader_left_early_still_checks_all() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [PIECE - 1, PIECE, PIECE + 1, 2 * PIECE + 4097] {
+            let want = pattern(n);
+            let path = dir.path().join(format!("p{n}"));
+            std::fs::write(&path, &want).unwrap();
+            let crc = crc32c::crc32c(&want);
+            assert_eq!(
+                read_in_pieces(&path),
+                (want.clone(), (n as u64, crc)),
+                "{n}"
+            );
+            // A decoder that stops after the first piece: the rest is still read and checked.
+            let mut r = PieceReader::open(&path).unwrap();
+            let (buf, range) = r.next_piece(Vec::new()).unwrap().unwrap();
+            assert_eq!(&buf[range], &want[..PIECE.min(n)]);
+            assert_eq!(r.finish().unwrap(), (n as u64, crc), "{n} left early");
+            // One dropped half way does not hang.
+            let mut r = PieceReader::open(&path).unwrap();
+            r.next_piece(Vec::new()).unwrap();
+            drop(r);
+        }
+        let missing = PieceReader::open(&dir.path().join("nothing here"))
+            .err()
+            .unwrap();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -322,7 +556,9 @@ mod tests {
         let (len, crc) = write_file(&path, &|out: &mut dyn Write| out.write_all(&want)).unwrap();
         assert_eq!((len, crc), (want.len() as u64, crc32c::crc32c(&want)));
         assert_eq!(std::fs::read(&path).unwrap(), want);
-        assert_eq!(read_file(&path).unwrap(), (want, crc));
+        assert_eq!(read_file(&path).unwrap(), (want.clone(), crc));
+        let n = want.len() as u64;
+        assert_eq!(read_in_pieces(&path), (want, (n, crc)));
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //!
 //! Layout:
 //! - [`bad`]: the bad-events file.
+//! - [`restore`]: a snapshot decoded into an engine while it is read.
 //! - [`runner`]: [`Runner`], one project with its fs connectors, run block by block.
 
 pub mod bad;
+pub mod restore;
 pub mod runner;
 
 pub use bad::BadEvents;
+pub use restore::read_snapshot_into;
 pub use runner::{RunError, RunStats, Runner};
 
 /// Microseconds since the epoch from the system clock: the runtime's time, handed to the

@@ -318,12 +318,12 @@ impl Runner {
     /// Restores the snapshot in `dir`: verifies it whole, replaces every window's state, and
     /// moves each publisher to its recorded position. Nothing changes when it fails.
     pub fn restore(&mut self, dir: &Path) -> Result<(), RunError> {
-        let snap = sluice_persist::read_snapshot(dir, &self.project, self.engine.fingerprint())?;
+        let (state, restoring) = crate::read_snapshot_into(&self.engine, dir, &self.project)?;
         let d = dir.display().to_string();
         // Check the positions before touching anything.
         let mut targets = Vec::new();
         for (i, (_, name, _)) in self.publishers.iter().enumerate() {
-            let pos = snap.state.publishers.iter().find_map(|p| match p {
+            let pos = state.publishers.iter().find_map(|p| match p {
                 sluice_persist::Position::Fs { connector, line } if connector == name => {
                     Some(*line)
                 }
@@ -340,7 +340,7 @@ impl Runner {
             }
         }
         self.engine
-            .restore_windows(&snap.windows)
+            .finish_restore(restoring)
             .map_err(|error| RunError::Restore {
                 dir: d.clone(),
                 error,

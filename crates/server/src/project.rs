@@ -752,22 +752,23 @@ impl ProjectThread {
     /// from (DESIGN.md decision 5). Changes nothing.
     fn verify_snapshot(&self, dir: &std::path::Path) -> Result<Verified, Refusal> {
         let name = &self.spec.name;
-        let snap = sluice_persist::read_snapshot(dir, name, self.engine.fingerprint())
+        let (state, windows) = sluice_runtime::read_snapshot_into(&self.engine, dir, name)
             .map_err(|e| Refusal::Snapshot(e.to_string()))?;
         let mut v = Verified {
             resume: BTreeMap::new(),
             resume_kafka: BTreeMap::new(),
             marks: BTreeMap::new(),
-            snap,
+            state,
+            windows,
         };
-        for m in &v.snap.state.subscribers {
+        for m in &v.state.subscribers {
             let id: OutputId = m
                 .last_output_id
                 .parse()
                 .map_err(|e| Refusal::Snapshot(format!("subscriber {}: {e}", m.connector)))?;
             v.marks.insert(m.connector.clone(), id);
         }
-        for p in &v.snap.state.publishers {
+        for p in &v.state.publishers {
             match p {
                 sluice_persist::Position::Fs { connector, line } => {
                     v.resume.insert(connector.clone(), *line);
@@ -838,8 +839,9 @@ impl ProjectThread {
                 return Err(refused(format!("{why}{hint}")));
             }
         };
+        let windows = v.windows.decoded();
         self.engine
-            .restore_windows(&v.snap.windows)
+            .finish_restore(v.windows)
             .map_err(|e| refused(e.to_string()))?;
         self.resume = v.resume;
         self.resume_kafka = v.resume_kafka;
@@ -847,7 +849,7 @@ impl ProjectThread {
         let rows: usize = (0..self.engine.nodes().len())
             .map(|i| self.engine.row_count(WindowId(i as u32)))
             .sum();
-        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s), {} output mark(s)", v.snap.windows.len(), self.resume.len() + self.resume_kafka.len(), self.marks.len());
+        tracing::info!(target: "esp.server", "project {name} restored from {shown}: {} window(s), {rows} row(s), {} input position(s), {} output mark(s)", windows, self.resume.len() + self.resume_kafka.len(), self.marks.len());
         Ok(format!(
             "project '{name}' successfully restored from '{shown}'"
         ))
@@ -1147,11 +1149,10 @@ impl ProjectThread {
     }
 }
 
-/// Connectors in start order: publishers of the `project-connectors` groups first (groups in
-/// edge order), the rest in document order; subscribers keep document order.
-/// A snapshot read, verified and checked against the broker, not applied yet.
+/// A snapshot read, verified, decoded and checked against the broker, not applied yet.
 struct Verified {
-    snap: sluice_persist::Snapshot,
+    state: sluice_persist::ProjectState,
+    windows: sluice_engine::Restoring,
     resume: BTreeMap<String, u64>,
     resume_kafka: BTreeMap<String, (String, i32, i64)>,
     marks: BTreeMap<String, OutputId>,
