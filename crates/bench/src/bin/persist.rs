@@ -10,7 +10,8 @@
 //! window file decoded into a fresh engine while it is read, checksums verified), and the longest time a block of events waited while a
 //! persist ran beside it, next to the longest without a persist. The disk's sequential write
 //! and read bandwidth are measured in the same run with `dd` and direct I/O, so the ratio is
-//! what to read.
+//! what to read; so is the rate at which the machine hands a new process fresh memory (a
+//! restore's first use of memory costs that much on top of the disk).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -108,6 +109,27 @@ fn disk_bandwidth(dir: &Path) -> Option<(f64, f64)> {
         .ok()?;
     let _ = std::fs::remove_file(&f);
     Some((rate(&w)?, rate(&r)?))
+}
+
+/// How fast this machine hands a process memory it has not used before: 1 GiB allocated and
+/// each 4 KiB page written once, in a child process (so the memory is fresh and the parent's
+/// allocator does not keep it). MB/s.
+fn fresh_memory_rate() -> Option<f64> {
+    let out = Command::new(std::env::current_exe().ok()?)
+        .arg("--touch-memory")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The child of [`fresh_memory_rate`].
+fn touch_memory() {
+    const GIB: usize = 1 << 30;
+    let t = Instant::now();
+    let mut v = vec![0u8; GIB];
+    v.iter_mut().step_by(4096).for_each(|b| *b = 1);
+    std::hint::black_box(&v);
+    println!("{:.0}", mb(GIB as u64, t.elapsed()));
 }
 
 fn snapshot(
@@ -270,6 +292,10 @@ fn main() -> ExitCode {
                 }
             }
             "--dir" => dir = args.next().map(PathBuf::from),
+            "--touch-memory" => {
+                touch_memory();
+                return ExitCode::SUCCESS;
+            }
             "-h" | "--help" => {
                 println!("sluice-persist-bench [--keys 1000000,10000000] [--dir DIR (default: a new directory under the temp dir)]");
                 return ExitCode::SUCCESS;
@@ -298,5 +324,12 @@ fn main() -> ExitCode {
         run(k, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    // Last, so the memory it frees cannot warm a restore above.
+    match fresh_memory_rate() {
+        Some(r) => {
+            println!("fresh memory (1 GiB, each page written once, in a new process): {r:.0} MB/s")
+        }
+        None => println!("fresh memory: the measurement did not run here (no figure)"),
+    }
     ExitCode::SUCCESS
 }
