@@ -478,9 +478,12 @@ fn build_window(
                 return None;
             }
             let io = all_inputs_insert_only;
+            // The group keys are the input's values: their column is typed by the input.
+            let key_types: Vec<_> = group_by.iter().map(|&i| input.field(i).ty).collect();
             let imp = WindowImpl::Aggregate(Box::new(AggregateWindow::new(
                 aggs,
                 group_by,
+                &key_types,
                 schema.len(),
                 schema.key_indices().to_vec(),
                 input.key_indices().to_vec(),

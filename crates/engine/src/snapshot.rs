@@ -13,7 +13,7 @@ use sluice_expr::Globals;
 use crate::cow::{CowMap, CowVec, CHUNK};
 use crate::state::{Entry, KeyedStore};
 use crate::window::aggregate::{
-    Acc, AccCol, AggregateWindow, GroupCols, Groups, KeyCol, Members, NumAcc,
+    Acc, AccCol, AggregateWindow, GroupCols, Groups, IntKey, KeyCol, Members, NumAcc,
 };
 use crate::window::join::{JoinWindow, KeySet};
 use crate::window::WindowImpl;
@@ -749,6 +749,15 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
     }
     // Keys as rows of values whatever the column's kind (one format for both).
     match &g.keys {
+        KeyCol::Int(kind, c) => {
+            for chunk in c.chunks() {
+                for &x in chunk {
+                    e.len(1);
+                    e.value(&kind.value(x));
+                }
+                e.maybe_flush();
+            }
+        }
         KeyCol::One(c) => {
             for chunk in c.chunks() {
                 for v in chunk {
@@ -810,6 +819,42 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
     }
 }
 
+/// A one-field integer key column of `n` keys. A key the column cannot hold (a null: the
+/// column that was saved had been widened) widens it, as it would have live.
+fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
+    let mut col = CowVec::default();
+    let mut v = Vec::with_capacity(CHUNK.min(n));
+    for i in 0..n {
+        let key = d.one_value_key()?;
+        match kind.of(&key) {
+            Some(x) => v.push(x),
+            None => {
+                col.push_chunk(v);
+                let mut keys = KeyCol::Int(kind, col);
+                keys.widen();
+                let KeyCol::One(mut col) = keys else {
+                    unreachable!("a widened key column holds values")
+                };
+                col.push(key);
+                for _ in i + 1..n {
+                    col.push(d.one_value_key()?);
+                }
+                return Ok(KeyCol::One(col));
+            }
+        }
+        if v.len() == CHUNK {
+            col.push_chunk(std::mem::replace(
+                &mut v,
+                Vec::with_capacity(CHUNK.min(n - i - 1)),
+            ));
+        }
+    }
+    if !v.is_empty() {
+        col.push_chunk(v);
+    }
+    Ok(KeyCol::Int(kind, col))
+}
+
 fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
     a.next_seq = d.u64()?;
     d.globals(&mut a.globals)?;
@@ -825,6 +870,7 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
     }
     let mut cols = a.groups.cols.empty_like();
     let keys = match &cols.keys {
+        KeyCol::Int(kind, _) => int_keys(d, *kind, n)?,
         KeyCol::One(_) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
         KeyCol::Many(_) => KeyCol::Many(d.chunked(n, Dec::key)?),
     };

@@ -167,10 +167,21 @@ const AGG: &str = "<window-aggregate name='a'>\
   <field-expr>ESP_aSum(y)</field-expr><field-expr>ESP_aFirst(x)</field-expr><field-expr>ESP_aLast(x)</field-expr>\
   <field-expr>ESP_aMax(x*2)</field-expr></output></window-aggregate>";
 
-fn agg_row(o: &Op) -> Row {
+/// The models above with an int64 group field instead of a string (the integer key column).
+fn int_grouped(xml: &str) -> String {
+    xml.replace("g:string", "g:int64")
+        .replace("g*:string", "g*:int64")
+}
+
+fn agg_row(o: &Op, int_groups: bool) -> Row {
     vec![
         Value::Int64(o.key),
-        Value::str(&format!("g{}", o.g)),
+        match (int_groups, o.g) {
+            (false, g) => Value::str(&format!("g{g}")),
+            // Group 0 is the null group: the integer key column widens to values for it.
+            (true, 0) => Value::Null,
+            (true, g) => Value::Int64(g * 1_000_003),
+        },
         Value::Int64(o.x),
         Value::Double(o.y as f64 / 8.0),
     ]
@@ -213,8 +224,16 @@ fn agg_oracle(src: &BTreeMap<Key, Row>, touch: &BTreeMap<Key, u64>) -> Vec<Row> 
         .collect()
 }
 
-fn check_aggregate(src_xml: &str, ops: &[Op], size: usize) -> Result<(), String> {
-    let mut e = engine(&model(&[src_xml, AGG], &["<edge source='s' target='a'/>"]));
+fn check_aggregate(src_xml: &str, ops: &[Op], size: usize, int_groups: bool) -> Result<(), String> {
+    let (src_xml, agg) = if int_groups {
+        (int_grouped(src_xml), int_grouped(AGG))
+    } else {
+        (src_xml.to_string(), AGG.to_string())
+    };
+    let mut e = engine(&model(
+        &[&src_xml, &agg],
+        &["<edge source='s' target='a'/>"],
+    ));
     let (s, a) = (win(&e, "s"), win(&e, "a"));
     let mut sink = CollectSink::default();
     let insert_only = src_xml.contains("insert-only");
@@ -223,7 +242,7 @@ fn check_aggregate(src_xml: &str, ops: &[Op], size: usize) -> Result<(), String>
     let mut evs = Vec::new();
     let mut src_out = Vec::new();
     for (seq, o) in ops.iter().enumerate() {
-        let ev = event(o, agg_row(o), &[0]);
+        let ev = event(o, agg_row(o, int_groups), &[0]);
         let out = if insert_only && ev.opcode != Opcode::Insert {
             reference.bad += 1;
             Vec::new()
@@ -277,14 +296,26 @@ proptest! {
     /// with group keys changing on update, against a recomputation from the source rows.
     #[test]
     fn aggregate_matches_recomputation(ops in ops(8, 3, false), size in 1usize..4) {
-        let r = check_aggregate(AGG_SRC, &ops, size);
+        let r = check_aggregate(AGG_SRC, &ops, size, false);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 
     /// The same over an insert-only source (running max/min/first/last).
     #[test]
     fn aggregate_insert_only_matches_recomputation(ops in ops(16, 3, true), size in 1usize..4) {
-        let r = check_aggregate(AGG_SRC_IO, &ops, size);
+        let r = check_aggregate(AGG_SRC_IO, &ops, size, false);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    /// Both again with integer group keys (kept as numbers), a null group among them.
+    #[test]
+    fn aggregate_by_integer_matches_recomputation(
+        ops in ops(8, 3, false),
+        size in 1usize..4,
+        insert_only in any::<bool>(),
+    ) {
+        let src = if insert_only { AGG_SRC_IO } else { AGG_SRC };
+        let r = check_aggregate(src, &ops, size, true);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 }
@@ -720,7 +751,7 @@ fn check_filter(ops: &[Op], size: usize) -> Result<(), String> {
     let mut sink = CollectSink::default();
     let evs: Vec<(usize, Event)> = ops
         .iter()
-        .map(|o| (0, event(o, agg_row(o), &[0])))
+        .map(|o| (0, event(o, agg_row(o, false), &[0])))
         .collect();
     drive(&mut e, &[s], &evs, size, &mut sink);
     let want: Vec<Row> = rows(&e, s)

@@ -165,10 +165,63 @@ impl AccCol {
     }
 }
 
-/// The group keys by slot: a plain value for a one-field key (the common case: 24 bytes a
-/// group, no key object to build or compare), else a key.
+/// The kind of a one-field integer key column: which [`Value`] variant its numbers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntKey {
+    Int32,
+    Int64,
+    Money,
+    Date,
+    Stamp,
+}
+
+impl IntKey {
+    /// The kind for a key field of type `ty`, if it is a number kept as an integer.
+    pub fn for_type(ty: FieldType) -> Option<IntKey> {
+        match ty {
+            FieldType::Int32 => Some(IntKey::Int32),
+            FieldType::Int64 => Some(IntKey::Int64),
+            FieldType::Money => Some(IntKey::Money),
+            FieldType::Date => Some(IntKey::Date),
+            FieldType::Stamp => Some(IntKey::Stamp),
+            FieldType::Double | FieldType::String => None,
+        }
+    }
+
+    /// The number of `v` when `v` is of this kind (nulls and other types are not).
+    #[inline]
+    pub fn of(self, v: &Value) -> Option<i64> {
+        match (self, v) {
+            (IntKey::Int32, Value::Int32(x)) => Some(i64::from(*x)),
+            (IntKey::Int64, Value::Int64(x))
+            | (IntKey::Money, Value::Money(x))
+            | (IntKey::Date, Value::Date(x))
+            | (IntKey::Stamp, Value::Stamp(x)) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// The value of number `x` (which [`IntKey::of`] gave).
+    #[inline]
+    pub fn value(self, x: i64) -> Value {
+        match self {
+            IntKey::Int32 => Value::Int32(x as i32),
+            IntKey::Int64 => Value::Int64(x),
+            IntKey::Money => Value::Money(x),
+            IntKey::Date => Value::Date(x),
+            IntKey::Stamp => Value::Stamp(x),
+        }
+    }
+}
+
+/// The group keys by slot. A one-field key of an integer type (int32, int64, money, date,
+/// stamp) is kept as its number, 8 bytes a group; any other one-field key as a plain value
+/// (24 bytes, no key object to build or compare); wider keys as keys. An integer column that
+/// meets a key it cannot hold (a null) becomes a value column first. All kinds hash and
+/// compare a key as the one-field [`Key`] holding it does, and are written to a snapshot alike.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KeyCol {
+    Int(IntKey, CowVec<i64>),
     One(CowVec<Value>),
     Many(CowVec<Key>),
 }
@@ -184,18 +237,21 @@ impl Hash for OneKey<'_> {
 }
 
 impl KeyCol {
-    /// An empty column for keys of `width` fields.
-    pub fn new(width: usize) -> KeyCol {
-        if width == 1 {
-            KeyCol::One(CowVec::default())
-        } else {
-            KeyCol::Many(CowVec::default())
+    /// An empty column for keys with fields of `types`.
+    pub fn new(types: &[FieldType]) -> KeyCol {
+        match types {
+            [ty] => match IntKey::for_type(*ty) {
+                Some(k) => KeyCol::Int(k, CowVec::default()),
+                None => KeyCol::One(CowVec::default()),
+            },
+            _ => KeyCol::Many(CowVec::default()),
         }
     }
 
     /// An empty column of the same kind.
     pub fn empty_like(&self) -> KeyCol {
         match self {
+            KeyCol::Int(k, _) => KeyCol::Int(*k, CowVec::default()),
             KeyCol::One(_) => KeyCol::One(CowVec::default()),
             KeyCol::Many(_) => KeyCol::Many(CowVec::default()),
         }
@@ -204,6 +260,7 @@ impl KeyCol {
     /// Number of keys.
     pub fn len(&self) -> usize {
         match self {
+            KeyCol::Int(_, c) => c.len(),
             KeyCol::One(c) => c.len(),
             KeyCol::Many(c) => c.len(),
         }
@@ -216,16 +273,18 @@ impl KeyCol {
 
     /// Field `k` of the key in `slot`.
     #[inline]
-    pub fn field(&self, slot: usize, k: usize) -> &Value {
+    pub fn field(&self, slot: usize, k: usize) -> std::borrow::Cow<'_, Value> {
         match self {
-            KeyCol::One(c) => c.get(slot),
-            KeyCol::Many(c) => &c.get(slot)[k],
+            KeyCol::Int(kind, c) => std::borrow::Cow::Owned(kind.value(*c.get(slot))),
+            KeyCol::One(c) => std::borrow::Cow::Borrowed(c.get(slot)),
+            KeyCol::Many(c) => std::borrow::Cow::Borrowed(&c.get(slot)[k]),
         }
     }
 
     #[inline]
     fn hash_at(&self, slot: usize) -> u64 {
         match self {
+            KeyCol::Int(kind, c) => hash_of(&OneKey(&kind.value(*c.get(slot)))),
             KeyCol::One(c) => hash_of(&OneKey(c.get(slot))),
             KeyCol::Many(c) => hash_of(c.get(slot)),
         }
@@ -234,6 +293,9 @@ impl KeyCol {
     #[inline]
     fn matches_ref(&self, slot: usize, key: &KeyRef) -> bool {
         match self {
+            KeyCol::Int(kind, c) => {
+                key.idx.len() == 1 && kind.of(&key.row[key.idx[0]]) == Some(*c.get(slot))
+            }
             KeyCol::One(c) => key.idx.len() == 1 && key.row[key.idx[0]] == *c.get(slot),
             KeyCol::Many(c) => indexmap::Equivalent::equivalent(key, c.get(slot)),
         }
@@ -241,6 +303,7 @@ impl KeyCol {
 
     fn matches_key(&self, slot: usize, key: &Key) -> bool {
         match self {
+            KeyCol::Int(kind, c) => key.len() == 1 && kind.of(&key[0]) == Some(*c.get(slot)),
             KeyCol::One(c) => key.len() == 1 && key[0] == *c.get(slot),
             KeyCol::Many(c) => c.get(slot) == key,
         }
@@ -248,6 +311,7 @@ impl KeyCol {
 
     fn same(&self, a: usize, b: usize) -> bool {
         match self {
+            KeyCol::Int(_, c) => c.get(a) == c.get(b),
             KeyCol::One(c) => c.get(a) == c.get(b),
             KeyCol::Many(c) => c.get(a) == c.get(b),
         }
@@ -256,13 +320,31 @@ impl KeyCol {
     /// Appends a key (of the column's width).
     pub fn push(&mut self, key: Key) {
         match self {
+            KeyCol::Int(kind, c) => match kind.of(&key[0]) {
+                Some(x) => c.push(x),
+                None => {
+                    self.widen();
+                    self.push(key);
+                }
+            },
             KeyCol::One(c) => c.push(key.into_iter().next().expect("a one-field key")),
             KeyCol::Many(c) => c.push(key),
         }
     }
 
+    /// Turns an integer column into a value column (same keys, same slots, same hashes).
+    pub fn widen(&mut self) {
+        if let KeyCol::Int(kind, c) = self {
+            let kind = *kind;
+            *self = KeyCol::One(c.iter().map(|&x| kind.value(x)).collect());
+        }
+    }
+
     fn swap_remove(&mut self, slot: usize) {
         match self {
+            KeyCol::Int(_, c) => {
+                c.swap_remove(slot);
+            }
             KeyCol::One(c) => {
                 c.swap_remove(slot);
             }
@@ -301,13 +383,13 @@ pub struct GroupCols {
 impl GroupCols {
     /// Empty columns for `fields`.
     pub fn new(
-        key_width: usize,
+        key_types: &[FieldType],
         fields: &[AggField],
         insert_only: bool,
         keep_members: bool,
     ) -> GroupCols {
         GroupCols {
-            keys: KeyCol::new(key_width),
+            keys: KeyCol::new(key_types),
             counts: CowVec::default(),
             accs: fields
                 .iter()
@@ -532,6 +614,7 @@ impl AggregateWindow {
     pub fn new(
         fields: Vec<AggField>,
         group_by: Vec<usize>,
+        key_types: &[FieldType],
         width: usize,
         out_keys: Vec<usize>,
         input_keys: Vec<usize>,
@@ -540,7 +623,8 @@ impl AggregateWindow {
         globals: Globals,
     ) -> AggregateWindow {
         let keep_members = fields.iter().any(|f| f.func.needs_members(insert_only));
-        let cols = GroupCols::new(out_keys.len(), &fields, insert_only, keep_members);
+        debug_assert_eq!(key_types.len(), out_keys.len());
+        let cols = GroupCols::new(key_types, &fields, insert_only, keep_members);
         let scratch = fields
             .iter()
             .map(|f| Vec::with_capacity(f.args.len()))
@@ -851,7 +935,7 @@ fn result_row(g: &GroupCols, slot: usize, fields: &[AggField], layout: &[Slot]) 
     layout
         .iter()
         .map(|s| match *s {
-            Slot::Key(k) => g.keys.field(slot, k).clone(),
+            Slot::Key(k) => g.keys.field(slot, k).into_owned(),
             Slot::Count(ty) => fit(Value::Int64(*g.counts.get(slot)), ty),
             Slot::Num(i, ty) => match &g.accs[i] {
                 AccCol::Num(c) => fit(num_result(&fields[i].func, c.get(slot)), ty),
