@@ -285,6 +285,9 @@ pub struct Dec<'s> {
     next: Option<NextPiece<'s>>,
     /// Where values that straddle two pieces are put together.
     scratch: Vec<u8>,
+    /// Column chunks already written through by a prefaulting thread, in decoding order
+    /// (large aggregates; see [`prefault`]).
+    blanks: Option<std::sync::mpsc::Receiver<Blank>>,
 }
 
 type DResult<T> = Result<T, DecodeError>;
@@ -301,6 +304,7 @@ impl<'s> Dec<'s> {
             total: bytes.len(),
             next: None,
             scratch: Vec::new(),
+            blanks: None,
         }
     }
     /// A decoder over a file of `total` bytes whose pieces come from `next`.
@@ -314,6 +318,7 @@ impl<'s> Dec<'s> {
             total,
             next: Some(next),
             scratch: Vec::new(),
+            blanks: None,
         }
     }
     /// The file offset of the next byte.
@@ -394,6 +399,20 @@ impl<'s> Dec<'s> {
             needed: n - (self.total - at),
         }
     }
+    /// An empty vector with room for a chunk: the next prefaulted chunk when a prefaulting
+    /// thread runs and `T` is one of its kinds, else a new allocation.
+    #[inline]
+    fn chunk_buf<T: Prefault>(&mut self) -> Vec<T> {
+        if T::PREFAULTED {
+            if let Some(b) = self.blanks.as_ref().and_then(|rx| rx.recv().ok()) {
+                if let Some(mut v) = T::take(b) {
+                    v.clear();
+                    return v;
+                }
+            }
+        }
+        Vec::with_capacity(CHUNK)
+    }
     /// Fails unless `n` more bytes are in the file.
     fn need(&self, n: usize) -> DResult<()> {
         if n > self.total - self.at() {
@@ -402,7 +421,7 @@ impl<'s> Dec<'s> {
         Ok(())
     }
     /// `n` entries decoded by `each`, straight into the chunks of a column.
-    fn chunked<T: Clone>(
+    fn chunked<T: Clone + Prefault>(
         &mut self,
         n: usize,
         mut each: impl FnMut(&mut Self) -> DResult<T>,
@@ -411,7 +430,7 @@ impl<'s> Dec<'s> {
         let mut left = n;
         while left > 0 {
             let k = left.min(CHUNK);
-            let mut v = Vec::with_capacity(CHUNK);
+            let mut v = self.chunk_buf();
             for _ in 0..k {
                 v.push(each(self)?);
             }
@@ -690,11 +709,11 @@ fn put_pod<T: bytemuck::Pod + Clone>(e: &mut Enc, col: &CowVec<T>) {
 
 /// Reads `n` plain-old-data values written by [`put_pod`], a chunk at a time, copied straight
 /// from the file's pieces.
-fn get_pod<T: bytemuck::Pod + Clone>(d: &mut Dec, n: usize) -> DResult<CowVec<T>> {
+fn get_pod<T: bytemuck::Pod + Clone + Prefault>(d: &mut Dec, n: usize) -> DResult<CowVec<T>> {
     let size = std::mem::size_of::<T>();
     d.need(n.saturating_mul(size))?;
     let mut col = CowVec::default();
-    let mut v: Vec<T> = Vec::with_capacity(CHUNK.min(n));
+    let mut v: Vec<T> = if n > 0 { d.chunk_buf() } else { Vec::new() };
     let mut left = n;
     while left > 0 {
         let whole = (d.ahead().len() / size).min(left).min(CHUNK - v.len());
@@ -712,8 +731,8 @@ fn get_pod<T: bytemuck::Pod + Clone>(d: &mut Dec, n: usize) -> DResult<CowVec<T>
             left -= 1;
         }
         if v.len() == CHUNK {
-            let full = std::mem::replace(&mut v, Vec::with_capacity(CHUNK.min(left)));
-            col.push_chunk(full);
+            let next = if left > 0 { d.chunk_buf() } else { Vec::new() };
+            col.push_chunk(std::mem::replace(&mut v, next));
         }
     }
     if !v.is_empty() {
@@ -819,11 +838,125 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
     }
 }
 
+/// A column chunk whose memory was written through once, so the decoder that fills it does
+/// not stop on page faults. Memory a process has never used costs a page fault per page on
+/// first write, and on a virtual machine each of those can be slower than decoding the bytes
+/// that go there (docs/benchmarks.md); a restore of a large aggregate has a thread of its own
+/// take those faults, chunk by chunk ahead of the decoder.
+pub(crate) enum Blank {
+    I64(Vec<i64>),
+    Values(Vec<Value>),
+    Sums(Vec<NumAcc>),
+}
+
+/// Column entries a prefaulting thread makes chunks for (`PREFAULTED`), and how to take one.
+pub(crate) trait Prefault: Sized {
+    const PREFAULTED: bool;
+    fn take(b: Blank) -> Option<Vec<Self>>;
+}
+
+impl Prefault for i64 {
+    const PREFAULTED: bool = true;
+    fn take(b: Blank) -> Option<Vec<Self>> {
+        match b {
+            Blank::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Prefault for Value {
+    const PREFAULTED: bool = true;
+    fn take(b: Blank) -> Option<Vec<Self>> {
+        match b {
+            Blank::Values(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Prefault for NumAcc {
+    const PREFAULTED: bool = true;
+    fn take(b: Blank) -> Option<Vec<Self>> {
+        match b {
+            Blank::Sums(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Prefault for Key {
+    const PREFAULTED: bool = false;
+    fn take(_: Blank) -> Option<Vec<Self>> {
+        None
+    }
+}
+
+impl Prefault for Acc {
+    const PREFAULTED: bool = false;
+    fn take(_: Blank) -> Option<Vec<Self>> {
+        None
+    }
+}
+
+/// Chunks the prefaulting thread may be ahead of the decoder.
+const PREFAULT_AHEAD: usize = 32;
+
+#[derive(Clone, Copy)]
+enum BlankKind {
+    I64,
+    Values,
+    Sums,
+}
+
+/// The chunks an aggregate of `n` groups decodes into, in the order it asks for them: the key
+/// column (numbers or values), the counts, then each sum and running-value column.
+fn prefault_plan(cols: &GroupCols, n: usize) -> Vec<(BlankKind, usize)> {
+    let mut plan = Vec::new();
+    match cols.keys {
+        KeyCol::Int(..) => plan.push((BlankKind::I64, n)),
+        KeyCol::One(_) => plan.push((BlankKind::Values, n)),
+        KeyCol::Many(_) => {}
+    }
+    plan.push((BlankKind::I64, n));
+    for c in &cols.accs {
+        match c {
+            AccCol::Num(_) => plan.push((BlankKind::Sums, n)),
+            AccCol::Running(_) => plan.push((BlankKind::Values, n)),
+            AccCol::Empty | AccCol::Other(_) => {}
+        }
+    }
+    plan
+}
+
+/// The prefaulting thread: chunks of the plan, each written through, until the plan ends or
+/// the decoder stops taking them. What the decoder gets is memory only: it clears and fills
+/// each chunk, and allocates its own when none is there, so the result never depends on this.
+fn prefault(plan: &[(BlankKind, usize)], tx: &std::sync::mpsc::SyncSender<Blank>) {
+    fn filled<T: Clone>(v: T) -> Vec<T> {
+        let mut c = Vec::with_capacity(CHUNK);
+        c.resize(CHUNK, v);
+        c
+    }
+    for &(kind, n) in plan {
+        for _ in 0..n.div_ceil(CHUNK) {
+            let b = match kind {
+                BlankKind::I64 => Blank::I64(filled(0)),
+                BlankKind::Values => Blank::Values(filled(Value::Null)),
+                BlankKind::Sums => Blank::Sums(filled(NumAcc::default())),
+            };
+            if tx.send(b).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// A one-field integer key column of `n` keys. A key the column cannot hold (a null: the
 /// column that was saved had been widened) widens it, as it would have live.
 fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
     let mut col = CowVec::default();
-    let mut v = Vec::with_capacity(CHUNK.min(n));
+    let mut v: Vec<i64> = if n > 0 { d.chunk_buf() } else { Vec::new() };
     for i in 0..n {
         let key = d.one_value_key()?;
         match kind.of(&key) {
@@ -843,10 +976,8 @@ fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
             }
         }
         if v.len() == CHUNK {
-            col.push_chunk(std::mem::replace(
-                &mut v,
-                Vec::with_capacity(CHUNK.min(n - i - 1)),
-            ));
+            let next = if i + 1 < n { d.chunk_buf() } else { Vec::new() };
+            col.push_chunk(std::mem::replace(&mut v, next));
         }
     }
     if !v.is_empty() {
@@ -869,24 +1000,44 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
         )));
     }
     let mut cols = a.groups.cols.empty_like();
-    let keys = match &cols.keys {
-        KeyCol::Int(kind, _) => int_keys(d, *kind, n)?,
-        KeyCol::One(_) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
-        KeyCol::Many(_) => KeyCol::Many(d.chunked(n, Dec::key)?),
+    let keep_members = a.keep_members;
+    let decode = |d: &mut Dec, cols: &mut GroupCols, threaded: bool| {
+        let keys = match &cols.keys {
+            KeyCol::Int(kind, _) => int_keys(d, *kind, n)?,
+            KeyCol::One(_) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
+            KeyCol::Many(_) => KeyCol::Many(d.chunked(n, Dec::key)?),
+        };
+        // The key index (random access into a table as large as the state) is built on a
+        // second thread while this one decodes the other columns, when there are enough
+        // groups for it to pay. Either way the index is the same: keys are inserted in slot
+        // order.
+        let (index, rest) = if threaded {
+            std::thread::scope(|scope| {
+                let index = scope.spawn(|| Groups::index_keys(&keys));
+                let rest = decode_group_columns(d, keep_members, n, cols);
+                let index = index.join().expect("the index builder does not panic");
+                (index, rest)
+            })
+        } else {
+            let rest = decode_group_columns(d, keep_members, n, cols);
+            (Groups::index_keys(&keys), rest)
+        };
+        Ok::<_, DecodeError>((keys, index, rest))
     };
-    // The key index (random access into a table as large as the state) is built on a second
-    // thread while this one decodes the other columns (when there are enough groups for it to
-    // pay). Either way the index is the same: keys are inserted in slot order.
-    let (index, rest) = if n < 1 << 16 {
-        let rest = decode_group_columns(d, a.keep_members, n, &mut cols);
-        (Groups::index_keys(&keys), rest)
+    let (keys, index, rest) = if n < 1 << 16 {
+        decode(d, &mut cols, false)?
     } else {
+        // Large: a third thread writes through the memory of the columns ahead of the
+        // decoder (see `prefault`).
+        let plan = prefault_plan(&cols, n);
         std::thread::scope(|scope| {
-            let index = scope.spawn(|| Groups::index_keys(&keys));
-            let rest = decode_group_columns(d, a.keep_members, n, &mut cols);
-            let index = index.join().expect("the index builder does not panic");
-            (index, rest)
-        })
+            let (tx, rx) = std::sync::mpsc::sync_channel(PREFAULT_AHEAD);
+            scope.spawn(move || prefault(&plan, &tx));
+            d.blanks = Some(rx);
+            let r = decode(d, &mut cols, true);
+            d.blanks = None; // the prefaulting thread stops at its next chunk
+            r
+        })?
     };
     rest?;
     let index = index.map_err(|slot| d.bad(format!("group {slot}: a key appears twice")))?;
