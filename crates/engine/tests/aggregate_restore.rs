@@ -336,3 +336,45 @@ fn damaged_window_files_are_refused_without_a_panic() {
         }
     }
 }
+
+/// The index of a large key column (built part by part) refuses a key that appears twice,
+/// naming the later slot of the first such pair, as the slot-by-slot build does for small ones.
+#[test]
+fn a_key_that_appears_twice_is_found_in_large_and_small_columns() {
+    use sluice_engine::cow::CowVec;
+    use sluice_engine::window::aggregate::{Groups, IntKey, KeyCol};
+    for n in [1_000usize, 100_000] {
+        let numbers = |dups: &[(usize, usize)]| {
+            let mut v: Vec<i64> = (0..n as i64).map(|i| i * 7919).collect();
+            for &(from, to) in dups {
+                v[to] = v[from];
+            }
+            v
+        };
+        let int =
+            |v: &[i64]| KeyCol::Int(IntKey::Int64, v.iter().copied().collect::<CowVec<i64>>());
+        let one = |v: &[i64]| {
+            KeyCol::One(
+                v.iter()
+                    .map(|&x| Value::Int64(x))
+                    .collect::<CowVec<Value>>(),
+            )
+        };
+        assert!(
+            Groups::index_keys(&int(&numbers(&[]))).is_ok(),
+            "{n} distinct"
+        );
+        // Two pairs: the answer is the smaller later slot.
+        let v = numbers(&[(n / 2, n - 3), (10, n / 3)]);
+        assert_eq!(
+            Groups::index_keys(&int(&v)).err(),
+            Some(n / 3),
+            "{n} with duplicates"
+        );
+        assert_eq!(
+            Groups::index_keys(&one(&v)).err(),
+            Some(n / 3),
+            "{n} values"
+        );
+    }
+}
