@@ -318,7 +318,7 @@ impl<T: Clone> CowVec<T> {
     /// Entry `i`, copying its chunk first when a snapshot shares it.
     #[inline(always)]
     pub fn get_mut(&mut self, i: usize) -> &mut T {
-        &mut Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
+        &mut chunk_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
     }
 
     /// Appends an entry.
@@ -326,7 +326,7 @@ impl<T: Clone> CowVec<T> {
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
-        Arc::make_mut(self.chunks.last_mut().expect("a chunk")).push(v);
+        chunk_mut(self.chunks.last_mut().expect("a chunk")).push(v);
         self.len += 1;
     }
 
@@ -348,7 +348,7 @@ impl<T: Clone> CowVec<T> {
     /// Removes and returns the last entry.
     pub fn pop(&mut self) -> Option<T> {
         let last = self.chunks.last_mut()?;
-        let v = Arc::make_mut(last).pop().expect("chunks are never empty");
+        let v = chunk_mut(last).pop().expect("chunks are never empty");
         if last.is_empty() {
             self.chunks.pop();
         }
@@ -379,6 +379,33 @@ impl<T: Clone> CowVec<T> {
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks().flatten()
+    }
+}
+
+/// The chunk, to change: copied first when a snapshot shares it. The common case (a chunk
+/// no snapshot shares) stays inline: two plain loads of the counts and one atomic check,
+/// instead of a call to `Arc::make_mut`.
+#[inline(always)]
+fn chunk_mut<T: Clone>(c: &mut Arc<Vec<T>>) -> &mut Vec<T> {
+    // A strong count of 1 means no snapshot holds the chunk, and only a holder could add a
+    // reference (a snapshot on another thread may drop its own meanwhile, never add one to
+    // ours); no `Weak` is ever made. So a count of 1 seen here stays 1 and `get_mut` below
+    // cannot fail.
+    if Arc::strong_count(c) != 1 || Arc::weak_count(c) != 0 {
+        unshare(c);
+    }
+    Arc::get_mut(c).expect("a chunk no snapshot shares")
+}
+
+/// Copies a chunk a snapshot shares, keeping a whole chunk's capacity (the last chunk may
+/// still grow).
+#[cold]
+#[inline(never)]
+fn unshare<T: Clone>(c: &mut Arc<Vec<T>>) {
+    if Arc::get_mut(c).is_none() {
+        let mut v = Vec::with_capacity(CHUNK.max(c.len()));
+        v.extend_from_slice(c);
+        *c = Arc::new(v);
     }
 }
 

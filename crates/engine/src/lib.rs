@@ -290,10 +290,12 @@ impl Engine {
                 return Ok(());
             }
         }
-        let mut inbox = std::mem::take(&mut self.inbox[i]);
-        inbox.clear();
+        // The inbox is empty between blocks: no clearing call per block.
+        let inbox = &mut self.inbox[i];
+        if !inbox.is_empty() {
+            inbox.clear();
+        }
         inbox.extend(block.events.into_iter().map(|e| (0u8, e)));
-        self.inbox[i] = inbox;
         self.run_from(i, block.id, now, sink);
         Ok(())
     }
@@ -304,87 +306,43 @@ impl Engine {
             let mut out = Vec::new();
             self.nodes[i].imp.advance_time(now, &mut out);
             if !out.is_empty() {
-                self.route(i, MsgId(0), out, now, sink);
+                route(
+                    &mut self.nodes[i],
+                    &mut self.inbox,
+                    i,
+                    MsgId(0),
+                    &mut out,
+                    now,
+                    sink,
+                );
                 self.run_from(i + 1, MsgId(0), now, sink);
             }
         }
     }
 
+    /// Runs the windows from `start` on over what their inboxes hold. The inboxes and the
+    /// output buffer are used in place (nothing taken out and put back, no clearing call on
+    /// an empty vector): at blocksize 1 these are costs of every event.
     fn run_from(&mut self, start: usize, id: MsgId, now: i64, sink: &mut dyn Sink) {
-        let mut out: Vec<Event> = std::mem::take(&mut self.out_buf);
+        let out = &mut self.out_buf;
+        if !out.is_empty() {
+            out.clear();
+        }
         for i in start..self.nodes.len() {
-            if self.inbox[i].is_empty() {
+            let input = &mut self.inbox[i];
+            if input.is_empty() {
                 continue;
             }
-            let mut input = std::mem::take(&mut self.inbox[i]);
-            out.clear();
             let node = &mut self.nodes[i];
             for (port, ev) in input.drain(..) {
-                if let Err((reason, ev)) = node.imp.process(port, ev, now, &mut out) {
+                if let Err((reason, ev)) = node.imp.process(port, ev, now, out) {
                     sink.bad_event(WindowId(i as u32), &ev, &reason);
                 }
             }
-            self.inbox[i] = input;
             if !out.is_empty() {
-                let batch = std::mem::take(&mut out);
-                out = self.route(i, id, batch, now, sink);
+                route(node, &mut self.inbox, i, id, out, now, sink);
             }
         }
-        out.clear();
-        self.out_buf = out;
-    }
-
-    /// Delivers window `i`'s output to the sink (when observed) and to its targets. Returns
-    /// the emptied buffer for reuse.
-    fn route(
-        &mut self,
-        i: usize,
-        id: MsgId,
-        mut events: Vec<Event>,
-        now: i64,
-        sink: &mut dyn Sink,
-    ) -> Vec<Event> {
-        let node = &mut self.nodes[i];
-        if node.observed {
-            sink.output(WindowId(i as u32), id, &events);
-        }
-        if node.output_insert_only {
-            events.retain(|e| e.opcode == sluice_event::Opcode::Insert);
-        }
-        let edges = &node.edges;
-        if edges.is_empty() {
-            events.clear();
-            return events;
-        }
-        match &mut node.splitter {
-            None => {
-                let (last, rest) = edges.split_last().expect("non-empty");
-                for e in rest {
-                    let t = e.target.0 as usize;
-                    self.inbox[t].extend(events.iter().map(|ev| (e.port, ev.clone())));
-                }
-                let t = last.target.0 as usize;
-                let port = last.port;
-                self.inbox[t].extend(events.drain(..).map(|ev| (port, ev)));
-            }
-            Some(sp) => {
-                for ev in events.drain(..) {
-                    let slot = match sp.slot(&ev, now) {
-                        Ok(s) => s,
-                        Err(reason) => {
-                            sink.bad_event(WindowId(i as u32), &ev, &format!("splitter: {reason}"));
-                            continue;
-                        }
-                    };
-                    for e in edges {
-                        if e.slot.is_none_or(|s| s as i64 == slot) {
-                            self.inbox[e.target.0 as usize].push((e.port, ev.clone()));
-                        }
-                    }
-                }
-            }
-        }
-        events
     }
 
     /// Every window's state at this cut between blocks, without copying it: maps are shared
@@ -465,5 +423,57 @@ impl Engine {
     /// Number of rows a window holds.
     pub fn row_count(&self, w: WindowId) -> usize {
         self.nodes[w.0 as usize].imp.row_count()
+    }
+}
+
+/// Delivers window `i`'s output `events` to the sink (when observed) and to the inboxes of
+/// its targets, leaving `events` empty.
+fn route(
+    node: &mut Node,
+    inbox: &mut [Vec<(u8, Event)>],
+    i: usize,
+    id: MsgId,
+    events: &mut Vec<Event>,
+    now: i64,
+    sink: &mut dyn Sink,
+) {
+    if node.observed {
+        sink.output(WindowId(i as u32), id, events);
+    }
+    if node.output_insert_only {
+        events.retain(|e| e.opcode == sluice_event::Opcode::Insert);
+    }
+    let edges = &node.edges;
+    if edges.is_empty() {
+        events.clear();
+        return;
+    }
+    match &mut node.splitter {
+        None => {
+            let (last, rest) = edges.split_last().expect("non-empty");
+            for e in rest {
+                let t = e.target.0 as usize;
+                inbox[t].extend(events.iter().map(|ev| (e.port, ev.clone())));
+            }
+            let t = last.target.0 as usize;
+            let port = last.port;
+            inbox[t].extend(events.drain(..).map(|ev| (port, ev)));
+        }
+        Some(sp) => {
+            for ev in events.drain(..) {
+                let slot = match sp.slot(&ev, now) {
+                    Ok(s) => s,
+                    Err(reason) => {
+                        sink.bad_event(WindowId(i as u32), &ev, &format!("splitter: {reason}"));
+                        continue;
+                    }
+                };
+                for e in edges {
+                    if e.slot.is_none_or(|s| s as i64 == slot) {
+                        inbox[e.target.0 as usize].push((e.port, ev.clone()));
+                    }
+                }
+            }
+        }
     }
 }

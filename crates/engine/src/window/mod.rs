@@ -369,12 +369,12 @@ impl WindowImpl {
     }
 
     /// Processes one event arriving on input `port` (join: 0 left, 1 right).
-    pub fn process(&mut self, port: u8, ev: Event, now: i64, out: &mut Vec<Event>) -> Outcome {
+    pub fn process(&mut self, port: u8, mut ev: Event, now: i64, out: &mut Vec<Event>) -> Outcome {
         match self {
             WindowImpl::Source(w) => w.process(ev, now, out),
             WindowImpl::Filter(w) => w.process(ev, now, out),
             WindowImpl::Compute(w) => w.process(ev, now, out),
-            WindowImpl::Aggregate(w) => w.process(&ev, now, out).map_err(|e| (e, ev)),
+            WindowImpl::Aggregate(w) => w.process(&mut ev, now, out).map_err(|e| (e, ev)),
             WindowImpl::Copy(w) => w.process(ev, now, out),
             WindowImpl::Union(w) => w.process(ev, now, out),
             WindowImpl::Join(w) => {
