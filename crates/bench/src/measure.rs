@@ -222,7 +222,8 @@ fn finish(
 
 /// What `sluice run` does: each publish connector of the model (document order, so the
 /// symbol table first) read to its end by `FsPublisher`, each block injected with the clock's
-/// time. Everything from opening the files on is timed.
+/// time when the project can use it (`Engine::reads_clock`; none of the workloads does, so the
+/// clock is not read, as in `Runner`). Everything from opening the files on is timed.
 fn end_to_end(
     w: Workload,
     n: u64,
@@ -243,6 +244,7 @@ fn end_to_end(
     }
     let base = Path::new("/");
     let t0 = Instant::now();
+    let timed = engine.reads_clock();
     let mut trades = 0u64;
     for (cq, win, c) in &pubs {
         let id = engine.window(cq, win).context("publisher window")?;
@@ -254,7 +256,8 @@ fn end_to_end(
             if win == "trades" {
                 trades += batch.block.events.len() as u64;
             }
-            engine.inject(id, batch.block, now_micros(), &mut sink)?;
+            let now = if timed { now_micros() } else { 0 };
+            engine.inject(id, batch.block, now, &mut sink)?;
         }
         if w == Workload::Join && win == "symbols" {
             // The dimension load's own output is not the trades' output.
@@ -336,7 +339,8 @@ pub fn run_one(w: Workload, mode: Mode, n: u64, inputs: &Inputs) -> anyhow::Resu
     Ok(m)
 }
 
-/// The runtime's clock (`sluice_runtime::now_micros`): read once per block, as `Runner` does.
+/// The runtime's clock (`sluice_runtime::now_micros`): read once per block when the project
+/// can use the time, as `Runner` does.
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

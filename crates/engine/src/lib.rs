@@ -226,6 +226,16 @@ impl Engine {
         &self.name
     }
 
+    /// Whether processing may read the time handed to [`Engine::inject`]: some window has
+    /// wall-clock retention (`bytime_*` without `field=`), or an expression calls `now()` or
+    /// `today()`. When false the output does not depend on that time, so a runtime need not
+    /// read its clock per block.
+    pub fn reads_clock(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            n.imp.reads_clock() || n.splitter.as_ref().is_some_and(|s| s.program.reads_clock())
+        })
+    }
+
     /// A stable hash of the windows, kinds, schemas and edges.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint

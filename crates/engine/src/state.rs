@@ -60,7 +60,7 @@ impl Retention {
         }
     }
 
-    fn uses_wall_clock(&self) -> bool {
+    pub(crate) fn uses_wall_clock(&self) -> bool {
         self.kind.is_time() && self.time_field.is_none()
     }
 }

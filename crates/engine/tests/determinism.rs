@@ -267,3 +267,76 @@ fn a_cloned_engine_continues_identically() {
     assert!(ra == rb, "{}", first_difference(&ra, &rb));
     assert_eq!(contents(&a), contents(&b));
 }
+
+/// A project without wall-clock retention and without `now()`/`today()` does not read the
+/// time (`Engine::reads_clock` is false, so the runtime skips its clock per block), and that
+/// holds: any time given gives the same outputs. Wall-clock retention or a clock function
+/// makes it read the time.
+#[test]
+fn only_projects_that_read_the_clock_depend_on_the_time_given() {
+    let untimed: Vec<&str> = WINDOWS
+        .iter()
+        .copied()
+        .filter(|w| !w.contains("bytime"))
+        .collect();
+    let edges: Vec<&str> = EDGES
+        .iter()
+        .copied()
+        .filter(|e| !e.contains("'rt'"))
+        .collect();
+    let xml = model(&untimed, &edges);
+    assert!(!engine(&xml).reads_clock());
+    let input = input(11, 4, 150);
+    let run_at = |xml: &str, time: &dyn Fn(usize) -> i64| {
+        let mut e = engine(xml);
+        let sources = [win(&e, "s"), win(&e, "d")];
+        let mut sink = CollectSink::default();
+        for (p, phase) in input.iter().enumerate() {
+            for (i, (src, ev)) in phase.iter().enumerate() {
+                let block = EventBlock::new(MsgId((p * 1000 + i) as u64), vec![ev.clone()]);
+                e.inject(sources[*src], block, time(p * 1000 + i), &mut sink)
+                    .expect("source");
+            }
+            e.advance_time(time(p * 1000 + 999), &mut sink);
+        }
+        let out: Vec<String> = sink
+            .outputs
+            .iter()
+            .flat_map(|(w, id, evs)| {
+                evs.iter()
+                    .map(move |ev| format!("#{id} {}", render(*w, ev)))
+            })
+            .collect();
+        (out, contents(&e))
+    };
+    let spaced = |i: usize| 1_700_000_000_000_000 + i as i64 * 7_919_000;
+    let zero = run_at(&xml, &|_| 0);
+    assert!(zero.0.len() > 300, "the input makes output");
+    assert_eq!(zero, run_at(&xml, &spaced));
+
+    // What makes a project read the time; with wall-clock retention the time shows.
+    let timed = model(WINDOWS, EDGES);
+    assert!(engine(&timed).reads_clock(), "bytime retention");
+    assert_ne!(run_at(&timed, &|_| 0), run_at(&timed, &spaced));
+    let src =
+        "<window-source name='s'><schema-string>k*:int64,t:stamp</schema-string></window-source>";
+    for (w, why) in [
+        ("<window-filter name='w'><expression>t &lt; now()</expression></window-filter>", "now()"),
+        (
+            "<window-compute name='w'><schema-string>k*:int64,d:date</schema-string>\
+             <output><field-expr>today()</field-expr></output></window-compute>",
+            "today()",
+        ),
+        (
+            "<window-copy name='w'><retention type='bycount_sliding'>5</retention></window-copy>",
+            "",
+        ),
+        (
+            "<window-copy name='w'><retention type='bytime_sliding' field='t'>5 seconds</retention></window-copy>",
+            "",
+        ),
+    ] {
+        let e = engine(&model(&[src, w], &["<edge source='s' target='w'/>"]));
+        assert_eq!(e.reads_clock(), !why.is_empty(), "{w}");
+    }
+}

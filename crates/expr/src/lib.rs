@@ -139,6 +139,8 @@ pub struct Program {
     udfs: Vec<Udf>,
     sigs: Vec<UdfSig>,
     exprs: Vec<Code>,
+    /// Whether an expression or UDF may call `now()` or `today()` (see [`Program::reads_clock`]).
+    reads_clock: bool,
     /// Regexes compiled ahead of time (every constant pattern given to `compile`).
     regexes: Vec<(Box<str>, Regex)>,
     opcode_vals: [Value; 5],
@@ -151,6 +153,13 @@ fn in_context(e: ExprError, what: &str) -> ExprError {
         line: e.line,
         column: e.column,
     }
+}
+
+/// Whether the code `src` may call `now()` or `today()`: a textual check that never misses a
+/// call (function names are matched in lower case) and may say yes for other uses of the words.
+fn may_read_clock(src: &str) -> bool {
+    let s = src.to_ascii_lowercase();
+    s.contains("now") || s.contains("today")
 }
 
 impl Program {
@@ -180,6 +189,7 @@ impl Program {
             });
             udf_asts.push(ast);
         }
+        let reads_clock = env.udfs.iter().any(|(_, _, code)| may_read_clock(code));
         let mut globals = Vec::new();
         let mut regexes = Vec::new();
         let init = match env.initializer {
@@ -217,6 +227,7 @@ impl Program {
             udfs,
             sigs,
             exprs: Vec::new(),
+            reads_clock,
             regexes,
             opcode_vals: ["I", "U", "D", "P", "S"].map(Value::str),
             flag_vals: ["N", "P", "R"].map(Value::str),
@@ -236,7 +247,16 @@ impl Program {
         )
         .program(ast)?;
         self.exprs.push(code);
+        self.reads_clock |= may_read_clock(src);
         Ok(ExprId(self.exprs.len() as u32 - 1))
+    }
+
+    /// Whether evaluating the compiled expressions may read the time the runtime supplies
+    /// (`now()`, `today()`, directly or in a UDF). The initializer is not counted: it runs
+    /// once, at start. A runtime may skip reading its clock for a project whose expressions
+    /// never read it. Conservative: a name that merely contains those words counts too.
+    pub fn reads_clock(&self) -> bool {
+        self.reads_clock
     }
 
     /// The static result type of a compiled expression.

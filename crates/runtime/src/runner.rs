@@ -357,7 +357,9 @@ impl Runner {
     }
 
     /// Runs every publisher to the end of its input. `clock` gives the time for each block.
+    /// The clock is read only when the project can use the time (`Engine::reads_clock`).
     pub fn run_to_end(&mut self, clock: &mut dyn FnMut() -> i64) -> Result<RunStats, RunError> {
+        let timed = self.engine.reads_clock();
         let mut stats = RunStats::default();
         let before = self.subs.bad.count();
         for (id, name, p) in &mut self.publishers {
@@ -371,7 +373,12 @@ impl Runner {
                 stats.blocks += 1;
                 stats.events += batch.block.events.len() as u64;
                 self.engine
-                    .inject(*id, batch.block, clock(), &mut self.subs)
+                    .inject(
+                        *id,
+                        batch.block,
+                        if timed { clock() } else { 0 },
+                        &mut self.subs,
+                    )
                     .expect("publishers feed source windows");
             }
         }

@@ -221,6 +221,7 @@ pub fn spawn(
     let status = SharedStatus::default();
     let mut t = ProjectThread {
         spec,
+        reads_clock: engine.reads_clock(),
         engine,
         cfg,
         running: false,
@@ -316,6 +317,9 @@ struct PubState {
 }
 
 struct ProjectThread {
+    /// Whether the project's output can depend on the time (`Engine::reads_clock`); when not,
+    /// the clock is not read per block.
+    reads_clock: bool,
     spec: Arc<ProjectSpec>,
     engine: Engine,
     cfg: ThreadConfig,
@@ -350,6 +354,15 @@ const CHUNK: usize = 256;
 const KAFKA_WAIT: Duration = Duration::from_millis(5);
 
 impl ProjectThread {
+    /// The time handed to the engine with a block: the clock's, when the project can use it.
+    fn block_time(&self) -> i64 {
+        if self.reads_clock {
+            sluice_runtime::now_micros()
+        } else {
+            0
+        }
+    }
+
     fn run(&mut self, rx: Receiver<Cmd>) {
         let mut next_beat = Instant::now() + self.heartbeat;
         let mut next_rate = Instant::now() + self.cfg.rate_interval;
@@ -450,12 +463,9 @@ impl ProjectThread {
                 p.events += n;
                 self.injected += n;
                 let window = p.window;
-                let _ = self.engine.inject(
-                    window,
-                    batch.block,
-                    sluice_runtime::now_micros(),
-                    &mut self.sink,
-                );
+                let _ = self
+                    .engine
+                    .inject(window, batch.block, self.block_time(), &mut self.sink);
             }
         }
         if got {
@@ -553,9 +563,9 @@ impl ProjectThread {
                     }
                     outcome.events += b.events.len() as u64;
                     self.injected += b.events.len() as u64;
-                    if let Err(e) =
-                        self.engine
-                            .inject(window, b, sluice_runtime::now_micros(), &mut self.sink)
+                    if let Err(e) = self
+                        .engine
+                        .inject(window, b, self.block_time(), &mut self.sink)
                     {
                         outcome.refused.push(e.to_string());
                     }
@@ -1125,12 +1135,9 @@ impl ProjectThread {
             p.events += batch.block.events.len() as u64;
             self.injected += batch.block.events.len() as u64;
             let window = p.window;
-            let _ = self.engine.inject(
-                window,
-                batch.block,
-                sluice_runtime::now_micros(),
-                &mut self.sink,
-            );
+            let _ = self
+                .engine
+                .inject(window, batch.block, self.block_time(), &mut self.sink);
         }
         self.flush_subscribers();
     }

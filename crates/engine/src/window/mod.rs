@@ -355,6 +355,24 @@ pub enum WindowImpl {
 }
 
 impl WindowImpl {
+    /// Whether processing may read the time the runtime supplies: wall-clock retention, or an
+    /// expression that calls `now()` or `today()`.
+    pub fn reads_clock(&self) -> bool {
+        let wall = |s: Option<&KeyedStore>| {
+            s.and_then(|s| s.retention.as_ref())
+                .is_some_and(|r| r.uses_wall_clock())
+        };
+        match self {
+            WindowImpl::Source(s) => wall(s.store.as_ref()),
+            WindowImpl::Filter(f) => f.program.reads_clock() || wall(f.store.as_ref()),
+            WindowImpl::Compute(c) => c.program.reads_clock() || wall(c.store.as_ref()),
+            WindowImpl::Aggregate(a) => a.program.reads_clock(),
+            WindowImpl::Copy(c) => wall(Some(&c.store)),
+            WindowImpl::Join(j) => j.program.reads_clock(),
+            WindowImpl::Union(u) => wall(Some(&u.store)),
+        }
+    }
+
     /// The kind name as in the XML (`source`, `aggregate`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
