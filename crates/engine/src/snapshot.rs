@@ -27,7 +27,7 @@ const _: () = assert!(
     "the snapshot format's plain-old-data columns assume a little-endian machine"
 );
 /// Version of the window-file encoding.
-pub const WINDOW_FILE_VERSION: u16 = 2;
+pub const WINDOW_FILE_VERSION: u16 = 3;
 
 /// Why a window file cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -236,6 +236,11 @@ impl<'a> Enc<'a> {
     }
     fn acc(&mut self, a: &Acc) {
         match a {
+            Acc::Std { num, sq } => {
+                self.u8(7);
+                self.raw(bytemuck::bytes_of(num));
+                self.u64(sq.to_bits());
+            }
             Acc::WAve { sw, swf } => {
                 self.u8(2);
                 self.u64(sw.to_bits());
@@ -671,6 +676,13 @@ impl<'s> Dec<'s> {
     }
     fn acc(&mut self) -> DResult<Acc> {
         Ok(match self.u8()? {
+            7 => {
+                let num = bytemuck::pod_read_unaligned(self.take(std::mem::size_of::<NumAcc>())?);
+                Acc::Std {
+                    num,
+                    sq: f64::from_bits(self.u64()?),
+                }
+            }
             2 => Acc::WAve {
                 sw: f64::from_bits(self.u64()?),
                 swf: f64::from_bits(self.u64()?),

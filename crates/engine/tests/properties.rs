@@ -161,11 +161,11 @@ fn config() -> ProptestConfig {
 const AGG_SRC: &str = "<window-source name='s'><schema-string>k*:int64,g:string,x:int64,y:double</schema-string></window-source>";
 const AGG_SRC_IO: &str = "<window-source name='s' insert-only='true'><schema-string>k*:int64,g:string,x:int64,y:double</schema-string></window-source>";
 const AGG: &str = "<window-aggregate name='a'>\
-  <schema-string>g*:string,cnt:int64,sx:int64,ax:double,mx:int64,mn:double,sy:double,fx:int64,lx:int64,m2:int64</schema-string>\
+  <schema-string>g*:string,cnt:int64,sx:int64,ax:double,mx:int64,mn:double,sy:double,fx:int64,lx:int64,m2:int64,sd:double</schema-string>\
   <output><field-expr>ESP_aCount()</field-expr><field-expr>ESP_aSum(x)</field-expr>\
   <field-expr>ESP_aAve(x)</field-expr><field-expr>ESP_aMax(x)</field-expr><field-expr>ESP_aMin(y)</field-expr>\
   <field-expr>ESP_aSum(y)</field-expr><field-expr>ESP_aFirst(x)</field-expr><field-expr>ESP_aLast(x)</field-expr>\
-  <field-expr>ESP_aMax(x*2)</field-expr></output></window-aggregate>";
+  <field-expr>ESP_aMax(x*2)</field-expr><field-expr>ESP_aStd(y)</field-expr></output></window-aggregate>";
 
 /// The models above with an int64 group field instead of a string (the integer key column).
 fn int_grouped(xml: &str) -> String {
@@ -219,6 +219,14 @@ fn agg_oracle(src: &BTreeMap<Key, Row>, touch: &BTreeMap<Key, u64>) -> Vec<Row> 
                 Value::Int64(xs[0]),
                 Value::Int64(*xs.last().unwrap()),
                 Value::Int64(2 * xs.iter().max().unwrap()),
+                // Sample standard deviation.
+                if n < 2 {
+                    Value::Null
+                } else {
+                    let (s, sq): (f64, f64) = (ys.iter().sum(), ys.iter().map(|y| y * y).sum());
+                    let var = ((sq - s * s / n as f64) / (n - 1) as f64).max(0.0);
+                    Value::Double(var.sqrt())
+                },
             ]
         })
         .collect()

@@ -66,23 +66,40 @@ pub struct AggField {
     pub out_pos: usize,
 }
 
-/// Running sums of one group for sum, average and standard deviation: exact over integers,
-/// in floating point over doubles and money. Plain old data, so a column of them is written to
-/// and read from a snapshot as one block of bytes.
+/// Running sums of one group for sum and average: exact over integers, in floating point over
+/// doubles and money. Plain old data (32 bytes), so a column of them is written to and read
+/// from a snapshot as one block of bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct NumAcc {
     pub int: i128,
     pub float: f64,
-    pub sq: f64,
-    pub n: i64,
-    /// 1 once a non-integer value was added.
-    pub is_float: u64,
+    /// Twice the number of values summed, plus 1 once a non-integer value was added.
+    pub n2: i64,
+}
+
+impl NumAcc {
+    /// Number of (non-null) values summed.
+    #[inline(always)]
+    pub fn n(&self) -> i64 {
+        self.n2 >> 1
+    }
+
+    /// True once a non-integer value was added.
+    #[inline(always)]
+    pub fn is_float(&self) -> bool {
+        self.n2 & 1 != 0
+    }
 }
 
 /// Running state of one function in one group, for functions without a typed column.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Acc {
+    /// Standard deviation: the sums and the sum of squares.
+    Std {
+        num: NumAcc,
+        sq: f64,
+    },
     WAve {
         sw: f64,
         swf: f64,
@@ -113,7 +130,7 @@ impl AccCol {
     /// The column kept for `f`.
     pub fn for_field(f: &AggField, insert_only: bool) -> AccCol {
         match &f.func {
-            AggFn::Sum | AggFn::Ave | AggFn::Std => AccCol::Num(CowVec::default()),
+            AggFn::Sum | AggFn::Ave => AccCol::Num(CowVec::default()),
             AggFn::Count => AccCol::Empty,
             AggFn::Max | AggFn::Min | AggFn::First | AggFn::Last | AggFn::Plain if insert_only => {
                 AccCol::Running(CowVec::default())
@@ -132,6 +149,10 @@ impl AccCol {
             AccCol::Running(c) => c.push(Value::Null),
             AccCol::Other(c) => c.push(match &f.func {
                 AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
+                AggFn::Std => Acc::Std {
+                    num: NumAcc::default(),
+                    sq: 0.0,
+                },
                 AggFn::Lag(_) => Acc::Ring(Default::default()),
                 AggFn::Cat(_) => Acc::Text(String::new()),
                 _ => Acc::Multi(BTreeMap::new()),
@@ -936,7 +957,7 @@ fn add_to(
         let a0 = arg(f, sc, row, 0).unwrap_or(&Value::Null);
         match col {
             AccCol::Empty => {}
-            AccCol::Num(c) => num_add(c.get_mut(slot), a0, 1, f.func == AggFn::Std),
+            AccCol::Num(c) => num_add(c.get_mut(slot), a0, 1),
             AccCol::Running(c) => running_add(c.get_mut(slot), &f.func, a0),
             AccCol::Other(c) => {
                 let a1 = arg(f, sc, row, 1);
@@ -970,7 +991,7 @@ fn retract_from(
     for ((f, sc), col) in fields.iter().zip(scratch).zip(&mut g.accs) {
         let a0 = arg(f, sc, row, 0).unwrap_or(&Value::Null);
         match col {
-            AccCol::Num(c) => num_add(c.get_mut(slot), a0, -1, f.func == AggFn::Std),
+            AccCol::Num(c) => num_add(c.get_mut(slot), a0, -1),
             AccCol::Other(c) => acc_remove(c.get_mut(slot), a0, arg(f, sc, row, 1)),
             // Running values are kept only on insert-only input, which never retracts.
             AccCol::Empty | AccCol::Running(_) => {}
@@ -1058,7 +1079,7 @@ fn add_in_place(
                 let a = c.get_mut(slot);
                 out.push(&mut old, &f.func, a);
                 let v = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
-                num_add(a, v, 1, f.func == AggFn::Std);
+                num_add(a, v, 1);
                 out.push(&mut new, &f.func, a);
             }
             Slot::Running(i, ty) => {
@@ -1210,19 +1231,19 @@ impl NumOut {
     fn value(self, func: &AggFn, a: &NumAcc) -> Value {
         match self {
             NumOut::SumInt64 => {
-                if a.n == 0 {
+                if a.n() == 0 {
                     Value::Null
-                } else if a.is_float == 0 {
+                } else if !a.is_float() {
                     i64::try_from(a.int).map_or(Value::Null, Value::Int64)
                 } else {
                     fit_slow(num_value(a.int, a.float, true), FieldType::Int64)
                 }
             }
             NumOut::AveDouble => {
-                if a.n == 0 {
+                if a.n() == 0 {
                     Value::Null
                 } else {
-                    Value::Double((a.float + i128_f64(a.int)) / a.n as f64)
+                    Value::Double((a.float + i128_f64(a.int)) / a.n() as f64)
                 }
             }
             NumOut::Any(ty) => fit(num_result(func, a), ty),
@@ -1233,12 +1254,12 @@ impl NumOut {
     #[inline(always)]
     fn push(self, row: &mut Vec<Value>, func: &AggFn, a: &NumAcc) {
         match self {
-            NumOut::SumInt64 if a.n != 0 && a.is_float == 0 => match i64::try_from(a.int) {
+            NumOut::SumInt64 if a.n() != 0 && !a.is_float() => match i64::try_from(a.int) {
                 Ok(x) => row.push(Value::Int64(x)),
                 Err(_) => row.push(Value::Null),
             },
-            NumOut::AveDouble if a.n != 0 => {
-                row.push(Value::Double((a.float + i128_f64(a.int)) / a.n as f64))
+            NumOut::AveDouble if a.n() != 0 => {
+                row.push(Value::Double((a.float + i128_f64(a.int)) / a.n() as f64))
             }
             _ => row.push(self.value(func, a)),
         }
@@ -1246,24 +1267,19 @@ impl NumOut {
 }
 
 #[inline]
-fn num_add(acc: &mut NumAcc, v: &Value, sign: i64, squares: bool) {
+fn num_add(acc: &mut NumAcc, v: &Value, sign: i64) {
     match v {
         Value::Null => return,
         Value::Int32(x) => acc.int += sign as i128 * *x as i128,
         Value::Int64(x) | Value::Date(x) | Value::Stamp(x) => acc.int += sign as i128 * *x as i128,
         other => {
-            acc.is_float = 1;
+            acc.n2 |= 1;
             if let Some(f) = other.as_f64() {
                 acc.float += sign as f64 * f;
             }
         }
     }
-    if squares {
-        if let Some(f) = v.as_f64() {
-            acc.sq += sign as f64 * f * f;
-        }
-    }
-    acc.n += sign;
+    acc.n2 += 2 * sign;
 }
 
 #[inline(always)]
@@ -1320,6 +1336,7 @@ fn running_add_any(cur: &mut Value, func: &AggFn, v: &Value) {
 
 fn acc_add(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>, insert_only: bool) {
     match (acc, func) {
+        (Acc::Std { num, sq }, _) => std_add(num, sq, v, 1),
         (Acc::WAve { sw, swf }, _) => {
             if let (Some(w), Some(f)) = (v.as_f64(), a1.and_then(Value::as_f64)) {
                 *sw += w;
@@ -1358,6 +1375,7 @@ fn acc_add(acc: &mut Acc, func: &AggFn, v: &Value, a1: Option<&Value>, insert_on
 
 fn acc_remove(acc: &mut Acc, v: &Value, a1: Option<&Value>) {
     match acc {
+        Acc::Std { num, sq } => std_add(num, sq, v, -1),
         Acc::WAve { sw, swf } => {
             if let (Some(w), Some(f)) = (v.as_f64(), a1.and_then(Value::as_f64)) {
                 *sw -= w;
@@ -1374,6 +1392,14 @@ fn acc_remove(acc: &mut Acc, v: &Value, a1: Option<&Value>) {
         }
         // Rings and text are kept only on insert-only input, which never retracts.
         Acc::Ring(_) | Acc::Text(_) => {}
+    }
+}
+
+/// Adds (`sign` 1) or removes (-1) `v` to a standard deviation's sums.
+fn std_add(num: &mut NumAcc, sq: &mut f64, v: &Value, sign: i64) {
+    num_add(num, v, sign);
+    if let Some(f) = v.as_f64() {
+        *sq += sign as f64 * f * f;
     }
 }
 
@@ -1402,24 +1428,25 @@ fn num_value(int: i128, float: f64, is_float: bool) -> Value {
 }
 
 fn num_result(func: &AggFn, a: &NumAcc) -> Value {
-    if a.n == 0 {
+    if a.n() == 0 {
         return Value::Null;
     }
     match func {
-        AggFn::Sum => num_value(a.int, a.float, a.is_float != 0),
-        AggFn::Ave => Value::Double((a.float + i128_f64(a.int)) / a.n as f64),
-        AggFn::Std => {
-            if a.n < 2 {
-                Value::Null
-            } else {
-                let s = a.float + i128_f64(a.int);
-                let nf = a.n as f64;
-                let var = ((a.sq - s * s / nf) / (nf - 1.0)).max(0.0);
-                Value::Double(var.sqrt())
-            }
-        }
+        AggFn::Sum => num_value(a.int, a.float, a.is_float()),
+        AggFn::Ave => Value::Double((a.float + i128_f64(a.int)) / a.n() as f64),
         _ => Value::Null,
     }
+}
+
+/// Sample standard deviation from the sums and the sum of squares.
+fn std_result(a: &NumAcc, sq: f64) -> Value {
+    if a.n() < 2 {
+        return Value::Null;
+    }
+    let s = a.float + i128_f64(a.int);
+    let nf = a.n() as f64;
+    let var = ((sq - s * s / nf) / (nf - 1.0)).max(0.0);
+    Value::Double(var.sqrt())
 }
 
 fn acc_result(
@@ -1440,6 +1467,7 @@ fn acc_result(
 
 fn other_result(func: &AggFn, acc: &Acc) -> Value {
     match (func, acc) {
+        (AggFn::Std, Acc::Std { num, sq }) => std_result(num, *sq),
         (AggFn::WAve, Acc::WAve { sw, swf }) => {
             if *sw == 0.0 {
                 Value::Null
@@ -1529,13 +1557,13 @@ mod tests {
             </window-source>\
             <window-aggregate name='a'>\
               <schema-string>g*:string,cnt:int64,cnt32:int32,si:int64,sdi:int64,sd:double,sl:double,\
-                av:double,avi:int64,sdv:double,mx:double,mxi:int64,mn:string,fi:int64,la:double,\
+                av:double,avi:int64,mx:double,mxi:int64,mn:string,fi:int64,la:double,\
                 s2:int64,mxm:money</schema-string>\
               <output><field-expr>ESP_aCount()</field-expr><field-expr>ESP_aCount()</field-expr>\
                 <field-expr>ESP_aSum(i)</field-expr><field-expr>ESP_aSum(d)</field-expr>\
                 <field-expr>ESP_aSum(d)</field-expr><field-expr>ESP_aSum(l)</field-expr>\
                 <field-expr>ESP_aAve(l)</field-expr><field-expr>ESP_aAve(d)</field-expr>\
-                <field-expr>ESP_aStd(d)</field-expr><field-expr>ESP_aMax(d)</field-expr>\
+                <field-expr>ESP_aMax(d)</field-expr>\
                 <field-expr>ESP_aMax(i)</field-expr><field-expr>ESP_aMin(t)</field-expr>\
                 <field-expr>ESP_aFirst(l)</field-expr><field-expr>ESP_aLast(d)</field-expr>\
                 <field-expr>ESP_aSum(l * 2)</field-expr><field-expr>ESP_aMax(d)</field-expr></output>\
