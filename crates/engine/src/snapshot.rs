@@ -13,7 +13,8 @@ use sluice_expr::Globals;
 use crate::cow::{CowMap, CowVec, CHUNK};
 use crate::state::{Entry, KeyedStore};
 use crate::window::aggregate::{
-    Acc, AccCol, AggregateWindow, GroupCols, Groups, IntKey, KeyCol, Members, NumAcc,
+    f64_cell, f64_value, Acc, AccCol, AggregateWindow, GroupCols, Groups, IntKey, KeyCol, Members,
+    NumAcc,
 };
 use crate::window::join::{JoinWindow, KeySet};
 use crate::window::WindowImpl;
@@ -771,7 +772,7 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
             .map(|c| match c {
                 AccCol::Empty => 0,
                 AccCol::Num(_) => std::mem::size_of::<NumAcc>(),
-                AccCol::Running(_) => 9,
+                AccCol::Running(_) | AccCol::RunF64(_) => 9,
                 AccCol::Other(_) => 24,
             })
             .sum::<usize>();
@@ -820,6 +821,16 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
                 for chunk in c.chunks() {
                     for v in chunk {
                         e.value(v);
+                    }
+                    e.maybe_flush();
+                }
+            }
+            AccCol::RunF64(c) => {
+                // The same bytes as a column of values.
+                e.u8(COL_RUNNING);
+                for chunk in c.chunks() {
+                    for &b in chunk {
+                        e.value(&f64_value(b));
                     }
                     e.maybe_flush();
                 }
@@ -935,6 +946,7 @@ fn prefault_plan(cols: &GroupCols, n: usize) -> Vec<(BlankKind, usize)> {
         match c {
             AccCol::Num(_) => plan.push((BlankKind::Sums, n)),
             AccCol::Running(_) => plan.push((BlankKind::Values, n)),
+            AccCol::RunF64(_) => plan.push((BlankKind::I64, n)),
             AccCol::Empty | AccCol::Other(_) => {}
         }
     }
@@ -962,6 +974,40 @@ fn prefault(plan: &[(BlankKind, usize)], tx: &std::sync::mpsc::SyncSender<Blank>
             }
         }
     }
+}
+
+/// A column of `n` running doubles (written as values). A value the column cannot hold (the
+/// column that was saved had been widened) widens it, as it would have live.
+fn f64_cells(d: &mut Dec, n: usize) -> DResult<AccCol> {
+    let mut col = CowVec::default();
+    let mut v: Vec<i64> = if n > 0 { d.chunk_buf() } else { Vec::new() };
+    for i in 0..n {
+        let value = d.value()?;
+        match f64_cell(&value) {
+            Some(b) => v.push(b),
+            None => {
+                col.push_chunk(v);
+                let mut wide = AccCol::RunF64(col);
+                wide.widen();
+                let AccCol::Running(mut col) = wide else {
+                    unreachable!("a widened column holds values")
+                };
+                col.push(value);
+                for _ in i + 1..n {
+                    col.push(d.value()?);
+                }
+                return Ok(AccCol::Running(col));
+            }
+        }
+        if v.len() == CHUNK {
+            let next = if i + 1 < n { d.chunk_buf() } else { Vec::new() };
+            col.push_chunk(std::mem::replace(&mut v, next));
+        }
+    }
+    if !v.is_empty() {
+        col.push_chunk(v);
+    }
+    Ok(AccCol::RunF64(col))
 }
 
 /// A one-field integer key column of `n` keys. A key the column cannot hold (a null: the
@@ -1072,6 +1118,7 @@ fn decode_group_columns(
             (COL_EMPTY, AccCol::Empty) => {}
             (COL_NUM, AccCol::Num(c)) => *c = get_pod(d, n)?,
             (COL_RUNNING, AccCol::Running(c)) => *c = d.chunked(n, Dec::value)?,
+            (COL_RUNNING, AccCol::RunF64(_)) => *col = f64_cells(d, n)?,
             (COL_OTHER, AccCol::Other(c)) => *c = d.chunked(n, Dec::acc)?,
             _ => {
                 return Err(d.bad(format!(

@@ -122,8 +122,65 @@ pub enum AccCol {
     Num(CowVec<NumAcc>),
     /// A running value: min/max/first/last/plain expression on insert-only input.
     Running(CowVec<Value>),
+    /// A running double (min/max/first/last/plain expression into a double field, on
+    /// insert-only input): the value's bits, or [`NULL_F64`] for null; 8 bytes a group. A value
+    /// it cannot hold (another type, or those very bits) turns it into `Running` first.
+    RunF64(CowVec<i64>),
     /// Everything else (weighted average, multisets, lag, cat).
     Other(CowVec<Acc>),
+}
+
+/// The null of a [`AccCol::RunF64`] column: a NaN whose payload no arithmetic and no parser
+/// makes (a double with these bits widens the column instead).
+pub const NULL_F64: i64 = 0x7ff4_5a6e_0000_0001_u64 as i64;
+
+/// The cell of `v` in a [`AccCol::RunF64`] column, if it can hold it.
+#[inline(always)]
+pub fn f64_cell(v: &Value) -> Option<i64> {
+    match v {
+        Value::Null => Some(NULL_F64),
+        Value::Double(x) if x.to_bits() as i64 != NULL_F64 => Some(x.to_bits() as i64),
+        _ => None,
+    }
+}
+
+/// The value of a [`AccCol::RunF64`] cell.
+#[inline(always)]
+pub fn f64_value(cell: i64) -> Value {
+    if cell == NULL_F64 {
+        Value::Null
+    } else {
+        Value::Double(f64::from_bits(cell as u64))
+    }
+}
+
+/// [`running_add`] on a [`AccCol::RunF64`] cell, with the same results; fails (changing
+/// nothing) on a value the cell cannot hold.
+#[inline(always)]
+fn running_f64(cur: &mut i64, func: &AggFn, v: &Value) -> Result<(), ()> {
+    let x = f64_cell(v).ok_or(())?;
+    if x == NULL_F64 {
+        // Max, min and first skip nulls; last and plain take them.
+        if !matches!(func, AggFn::Max | AggFn::Min | AggFn::First) {
+            *cur = NULL_F64;
+        }
+        return Ok(());
+    }
+    let take = *cur == NULL_F64
+        || match func {
+            AggFn::Max => f64::from_bits(x as u64)
+                .total_cmp(&f64::from_bits(*cur as u64))
+                .is_gt(),
+            AggFn::Min => f64::from_bits(x as u64)
+                .total_cmp(&f64::from_bits(*cur as u64))
+                .is_lt(),
+            AggFn::First => false,
+            _ => true,
+        };
+    if take {
+        *cur = x;
+    }
+    Ok(())
 }
 
 impl AccCol {
@@ -133,7 +190,11 @@ impl AccCol {
             AggFn::Sum | AggFn::Ave => AccCol::Num(CowVec::default()),
             AggFn::Count => AccCol::Empty,
             AggFn::Max | AggFn::Min | AggFn::First | AggFn::Last | AggFn::Plain if insert_only => {
-                AccCol::Running(CowVec::default())
+                if f.ty == FieldType::Double {
+                    AccCol::RunF64(CowVec::default())
+                } else {
+                    AccCol::Running(CowVec::default())
+                }
             }
             AggFn::First | AggFn::Last | AggFn::Plain => AccCol::Empty,
             AggFn::Lag(_) | AggFn::Cat(_) if !insert_only => AccCol::Empty,
@@ -147,6 +208,7 @@ impl AccCol {
             AccCol::Empty => {}
             AccCol::Num(c) => c.push(NumAcc::default()),
             AccCol::Running(c) => c.push(Value::Null),
+            AccCol::RunF64(c) => c.push(NULL_F64),
             AccCol::Other(c) => c.push(match &f.func {
                 AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
                 AggFn::Std => Acc::Std {
@@ -169,9 +231,19 @@ impl AccCol {
             AccCol::Running(c) => {
                 c.swap_remove(slot);
             }
+            AccCol::RunF64(c) => {
+                c.swap_remove(slot);
+            }
             AccCol::Other(c) => {
                 c.swap_remove(slot);
             }
+        }
+    }
+
+    /// Turns a [`AccCol::RunF64`] column into a `Running` one (same values).
+    pub fn widen(&mut self) {
+        if let AccCol::RunF64(c) = self {
+            *self = AccCol::Running(c.iter().map(|&b| f64_value(b)).collect());
         }
     }
 
@@ -181,6 +253,7 @@ impl AccCol {
             AccCol::Empty => AccCol::Empty,
             AccCol::Num(_) => AccCol::Num(CowVec::default()),
             AccCol::Running(_) => AccCol::Running(CowVec::default()),
+            AccCol::RunF64(_) => AccCol::RunF64(CowVec::default()),
             AccCol::Other(_) => AccCol::Other(CowVec::default()),
         }
     }
@@ -678,7 +751,7 @@ impl AggregateWindow {
                     Slot::Num(i, NumOut::SumInt64)
                 }
                 (_, AccCol::Num(_)) => Slot::Num(i, NumOut::Any(f.ty)),
-                (_, AccCol::Running(_)) => Slot::Running(i, f.ty),
+                (_, AccCol::Running(_) | AccCol::RunF64(_)) => Slot::Running(i, f.ty),
                 _ => Slot::Field(i),
             };
         }
@@ -694,7 +767,7 @@ impl AggregateWindow {
                     .count();
                 match col {
                     AccCol::Empty => uses == 0,
-                    AccCol::Num(_) | AccCol::Running(_) => uses == 1,
+                    AccCol::Num(_) | AccCol::Running(_) | AccCol::RunF64(_) => uses == 1,
                     AccCol::Other(_) => false,
                 }
             });
@@ -959,6 +1032,11 @@ fn add_to(
             AccCol::Empty => {}
             AccCol::Num(c) => num_add(c.get_mut(slot), a0, 1),
             AccCol::Running(c) => running_add(c.get_mut(slot), &f.func, a0),
+            AccCol::RunF64(c) => {
+                if running_f64(c.get_mut(slot), &f.func, a0).is_err() {
+                    widen_and_add(col, slot, &f.func, a0);
+                }
+            }
             AccCol::Other(c) => {
                 let a1 = arg(f, sc, row, 1);
                 acc_add(c.get_mut(slot), &f.func, a0, a1, insert_only)
@@ -994,7 +1072,7 @@ fn retract_from(
             AccCol::Num(c) => num_add(c.get_mut(slot), a0, -1),
             AccCol::Other(c) => acc_remove(c.get_mut(slot), a0, arg(f, sc, row, 1)),
             // Running values are kept only on insert-only input, which never retracts.
-            AccCol::Empty | AccCol::Running(_) => {}
+            AccCol::Empty | AccCol::Running(_) | AccCol::RunF64(_) => {}
         }
     }
     *g.counts.get_mut(slot) -= 1;
@@ -1020,6 +1098,7 @@ fn result_row(g: &GroupCols, slot: usize, fields: &[AggField], layout: &[Slot]) 
             },
             Slot::Running(i, ty) => match &g.accs[i] {
                 AccCol::Running(c) => fit_ref(c.get(slot), ty),
+                AccCol::RunF64(c) => fit(f64_value(*c.get(slot)), ty),
                 _ => Value::Null,
             },
             Slot::Field(i) => field_value(g, slot, fields, i),
@@ -1084,16 +1163,28 @@ fn add_in_place(
             }
             Slot::Running(i, ty) => {
                 let f = &fields[i];
-                let AccCol::Running(c) = &mut g.accs[i] else {
+                let v = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
+                let col = &mut g.accs[i];
+                if let AccCol::RunF64(c) = col {
+                    let cur = c.get_mut(slot);
+                    push_fit(&mut old, &f64_value(*cur), ty);
+                    if running_f64(cur, &f.func, v).is_ok() {
+                        push_fit(&mut new, &f64_value(*cur), ty);
+                        continue;
+                    }
+                    widen_and_add(col, slot, &f.func, v);
+                    let AccCol::Running(c) = col else {
+                        unreachable!("a widened column holds values")
+                    };
+                    push_fit(&mut new, c.get(slot), ty);
+                    continue;
+                }
+                let AccCol::Running(c) = col else {
                     unreachable!("a slot of running values shows a column of running values")
                 };
                 let cur = c.get_mut(slot);
                 push_fit(&mut old, cur, ty);
-                running_add(
-                    cur,
-                    &f.func,
-                    arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null),
-                );
+                running_add(cur, &f.func, v);
                 push_fit(&mut new, cur, ty);
             }
             Slot::Field(_) => unreachable!("no other aggregate fields in one pass"),
@@ -1282,6 +1373,17 @@ fn num_add(acc: &mut NumAcc, v: &Value, sign: i64) {
     acc.n2 += 2 * sign;
 }
 
+/// A value a [`AccCol::RunF64`] column cannot hold: the column becomes `Running`, then `v` is
+/// added there.
+#[cold]
+#[inline(never)]
+fn widen_and_add(col: &mut AccCol, slot: usize, func: &AggFn, v: &Value) {
+    col.widen();
+    if let AccCol::Running(c) = col {
+        running_add(c.get_mut(slot), func, v);
+    }
+}
+
 #[inline(always)]
 fn running_add(cur: &mut Value, func: &AggFn, v: &Value) {
     // Doubles and integers in place (the common case), by the same order as `Value::cmp`.
@@ -1461,6 +1563,7 @@ fn acc_result(
         AccCol::Empty => members_result(func, members, field, count),
         AccCol::Num(c) => num_result(func, c.get(slot)),
         AccCol::Running(c) => c.get(slot).clone(),
+        AccCol::RunF64(c) => f64_value(*c.get(slot)),
         AccCol::Other(c) => other_result(func, c.get(slot)),
     }
 }
@@ -1574,16 +1677,18 @@ mod tests {
                 <field-expr>ESP_aMin(d)</field-expr><field-expr>ESP_aMax(g)</field-expr></output>\
             </window-aggregate>\
             <window-aggregate name='c'>\
-              <schema-string>l*:int64,cnt:int64,sd:double,mx:double</schema-string>\
+              <schema-string>l*:int64,cnt:int64,sd:double,mx:double,mi:double,ld:double</schema-string>\
               <output><field-expr>ESP_aCount()</field-expr><field-expr>ESP_aSum(d)</field-expr>\
-                <field-expr>ESP_aMax(d)</field-expr></output>\
+                <field-expr>ESP_aMax(d)</field-expr><field-expr>ESP_aMax(i)</field-expr>\
+                <field-expr>ESP_aLast(d)</field-expr></output>\
             </window-aggregate>\
             </windows><edges><edge source='s' target='a'/><edge source='s' target='b'/>\
               <edge source='s' target='c'/></edges>\
             </contquery></contqueries></project>";
         let spec = sluice_model::parse_project(xml, &|_| None).expect("model parses");
         let mut e = crate::Engine::new(&spec).expect("model compiles");
-        // c: grouped by an integer (the key column of numbers, widened by the null group).
+        // c: grouped by an integer (the key column of numbers, widened by the null group);
+        // running doubles, one fed integers (its column widens to values at the first).
         for name in ["a", "b", "c"] {
             let w = e.window("cq", name).expect("aggregate window");
             e.observe(w, true);
@@ -1622,7 +1727,13 @@ mod tests {
                         Value::str(&format!("g{}", next(5))),
                         maybe(Value::Int32(next(200) as i32 - 100), next(8)),
                         maybe(Value::Int64(big * (next(1000) as i64 - 500)), next(8)),
-                        maybe(Value::Double(next(4000) as f64 / 8.0 - 250.0), next(8)),
+                        // Now and then a double with the bits a column of running doubles
+                        // keeps for null: that column widens to values.
+                        if next(60) == 0 {
+                            Value::Double(f64::from_bits(NULL_F64 as u64))
+                        } else {
+                            maybe(Value::Double(next(4000) as f64 / 8.0 - 250.0), next(8))
+                        },
                         maybe(Value::str(&format!("t{}", next(30))), next(8)),
                     ])
                 })
@@ -1638,5 +1749,26 @@ mod tests {
         assert!(sinks[0].outputs.len() >= 400);
         assert_eq!(shown(&sinks[0]), shown(&sinks[1]));
         assert_eq!(shown(&sinks[0]), shown(&sinks[2]));
+        // Widened columns restore into a fresh engine's typed ones (widening as they decode).
+        let files = engines[0].snapshot_windows();
+        let mut fresh = one_pass_engine(true, false);
+        fresh.restore_windows(&files).expect("restore");
+        assert_eq!(fresh.snapshot_windows(), files);
+        let c = fresh.window("cq", "c").expect("window c");
+        let crate::window::WindowImpl::Aggregate(a) = &fresh.node(c).imp else {
+            panic!("an aggregate window")
+        };
+        assert!(
+            matches!(a.groups.cols.keys, KeyCol::One(_)),
+            "the null group widened the keys"
+        );
+        assert!(
+            a.groups
+                .cols
+                .accs
+                .iter()
+                .all(|c| !matches!(c, AccCol::RunF64(_))),
+            "integers and the null bits widened the running doubles"
+        );
     }
 }
