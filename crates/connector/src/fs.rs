@@ -349,16 +349,12 @@ impl FsPublisher {
             },
             Input::Csv(reader) => {
                 // Room for the whole block up front (at most 1024 events: a huge blocksize
-                // grows the vector as it fills).
-                let mut batch = PubBatch {
-                    block: EventBlock {
-                        id: MsgId(0),
-                        transactional: self.transactional,
-                        events: Vec::with_capacity(self.blocksize.min(1024)),
-                    },
-                    bad: Vec::new(),
-                };
-                while batch.block.events.len() < self.blocksize {
+                // grows the vector as it fills). The batch is built from its parts at the end
+                // (a batch built first and filled in was copied out of the loop with narrow
+                // stores read back as wide loads, which stalled at blocksize 1).
+                let mut events = Vec::with_capacity(self.blocksize.min(1024));
+                let mut bad = Vec::new();
+                while events.len() < self.blocksize {
                     if self.max_events.is_some_and(|m| self.events >= m) {
                         break;
                     }
@@ -371,13 +367,12 @@ impl FsPublisher {
                         .iter()
                         .rposition(|&c| c != b'\n' && c != b'\r')
                         .map_or(0, |p| p + 1);
-                    if bytes.first().is_some_and(|c| c.is_ascii_graphic()) {
-                        if let Some(ev) = self.parser.parse_plain(&bytes[..end]) {
-                            self.lines += 1;
-                            self.events += 1;
-                            batch.block.events.push(ev);
-                            continue;
-                        }
+                    if bytes.first().is_some_and(|c| c.is_ascii_graphic())
+                        && self.parser.parse_plain_into(&bytes[..end], &mut events)
+                    {
+                        self.lines += 1;
+                        self.events += 1;
+                        continue;
                     }
                     // As `read_line` did: a line that is not UTF-8 is an error of the read.
                     let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
@@ -389,11 +384,11 @@ impl FsPublisher {
                     match self.parser.parse(line) {
                         Ok(ev) => {
                             self.events += 1;
-                            batch.block.events.push(ev);
+                            events.push(ev);
                         }
                         Err(e) => {
                             if !self.ignore_parse_errors {
-                                batch.bad.push(BadLine {
+                                bad.push(BadLine {
                                     line: self.lines,
                                     text: line.to_string(),
                                     reason: e.to_string(),
@@ -402,14 +397,20 @@ impl FsPublisher {
                         }
                     }
                 }
-                if batch.block.events.is_empty() && batch.bad.is_empty() {
+                if events.is_empty() && bad.is_empty() {
                     return Ok(None);
                 }
                 self.blocks += 1;
-                // The ID is the input position after the block (its last line): it survives a
-                // restore, which resumes from that position.
-                batch.block.id = MsgId(self.lines);
-                Ok(Some(batch))
+                Ok(Some(PubBatch {
+                    block: EventBlock {
+                        // The ID is the input position after the block (its last line): it
+                        // survives a restore, which resumes from that position.
+                        id: MsgId(self.lines),
+                        transactional: self.transactional,
+                        events,
+                    },
+                    bad,
+                }))
             }
         }
     }
@@ -776,6 +777,22 @@ mod tests {
         }
         let want: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_newline_search_finds_the_first_at_any_length() {
+        for len in 0..200usize {
+            for p in (0..len).step_by(3).map(Some).chain([None]) {
+                let mut text = vec![b'a'; len];
+                if let Some(p) = p {
+                    text[p] = b'\n';
+                    if p + 5 < len {
+                        text[p + 5] = b'\n';
+                    }
+                }
+                assert_eq!(find_newline(&text), p, "{len} {p:?}");
+            }
+        }
     }
 
     #[test]

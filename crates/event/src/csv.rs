@@ -8,7 +8,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::event::{Event, Flags, Opcode};
+use crate::event::{Event, Flags, Opcode, Row};
 use crate::schema::Schema;
 use crate::time::{self, DateFormat};
 use crate::value::{self, FieldType, Value};
@@ -298,16 +298,31 @@ fn parse_line(
 /// String values at most this long are remembered by a [`CsvParser`].
 const STR_CACHE_MAX_LEN: usize = 32;
 /// Bits of the hash that pick a string cache set (of [`STR_CACHE_WAYS`] slots).
-const STR_CACHE_BITS: u32 = 10;
-const STR_CACHE_WAYS: usize = 2;
+const STR_CACHE_BITS: u32 = 11;
+/// Slots per set: three, so that a field with about a thousand distinct values (the
+/// benchmark's symbols) rarely evicts one it still uses (two slots per set missed about one
+/// lookup in eight there, each miss an allocation and a UTF-8 check), and a set with its tags
+/// fits one cache line.
+const STR_CACHE_WAYS: usize = 3;
 
-/// The last string values seen in one field, in a table indexed by a hash of their bytes (two
-/// slots per hash, the more recent first): a value equal to one in its slots is a clone of
-/// the same `Arc`, so a repeated value (a symbol, a name) costs no allocation. The result is
-/// the same string either way. At most 2048 strings of up to 32 bytes are kept per field.
+/// One set of a [`StrCache`]: its slots, the most recent first, and 16 bits of the hash of
+/// each slot's string (slot `k` at bits `16k..`), in one cache line.
+#[derive(Clone, Debug, Default)]
+#[repr(align(64))]
+struct StrSet {
+    tags: u64,
+    slots: [Option<Arc<str>>; STR_CACHE_WAYS],
+}
+
+/// The last string values seen in one field, in a table indexed by a hash of their bytes
+/// ([`STR_CACHE_WAYS`] slots per hash): a value equal to one in its slots is a clone of the
+/// same `Arc`, so a repeated value (a symbol, a name) costs no allocation. The result is the
+/// same string either way. At most 6144 strings of up to 32 bytes are kept per field. A
+/// lookup reads one cache line for the set, whose tags say which slot may hold the value,
+/// and the string of that slot only (which the `Arc` clone reads anyway).
 #[derive(Clone, Debug, Default)]
 struct StrCache {
-    slots: Vec<Option<Arc<str>>>,
+    sets: Vec<StrSet>,
 }
 
 impl StrCache {
@@ -324,25 +339,42 @@ impl StrCache {
         if b.len() > STR_CACHE_MAX_LEN {
             return std::str::from_utf8(b).ok().map(Arc::from);
         }
-        if self.slots.is_empty() {
-            self.slots = vec![None; STR_CACHE_WAYS << STR_CACHE_BITS];
+        if self.sets.is_empty() {
+            self.sets = vec![StrSet::default(); 1 << STR_CACHE_BITS];
         }
-        let set = (str_hash(b) >> (usize::BITS - STR_CACHE_BITS)) * STR_CACHE_WAYS;
-        let set = &mut self.slots[set..set + STR_CACHE_WAYS];
-        if let Some(s) = &set[0] {
-            if short_eq(s.as_bytes(), b) {
-                return Some(Arc::clone(s));
+        let h = str_hash(b);
+        let set = &mut self.sets[h >> (usize::BITS - STR_CACHE_BITS)];
+        let tag = (h >> 32) as u16;
+        const LO: u64 = 0x0001_0001_0001_0001;
+        // Lanes of `tags` equal to `tag` have their high bit set (and maybe lanes after the
+        // first equal one, as in `bytes_equal`): each candidate is checked on its bytes. The
+        // fourth lane (no slot) is never a candidate.
+        let x = set.tags ^ (LO * u64::from(tag));
+        let mut m = x.wrapping_sub(LO) & !x & (LO << 15) & !(1 << 63);
+        while m != 0 {
+            let k = (m.trailing_zeros() / 16) as usize;
+            if let Some(s) = &set.slots[k] {
+                if short_eq(s.as_bytes(), b) {
+                    return Some(Arc::clone(s));
+                }
             }
+            m &= m - 1;
         }
-        if let Some(s) = &set[1] {
-            if short_eq(s.as_bytes(), b) {
-                let s = Arc::clone(s);
-                set.swap(0, 1);
-                return Some(s);
-            }
-        }
+        set.insert(tag, b)
+    }
+}
+
+impl StrSet {
+    /// A miss: the string of `b` becomes the first slot, the others move down one (the last
+    /// one leaves the cache).
+    #[cold]
+    #[inline(never)]
+    fn insert(&mut self, tag: u16, b: &[u8]) -> Option<Arc<str>> {
         let s: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
-        set[1] = set[0].replace(Arc::clone(&s));
+        self.slots.rotate_right(1);
+        self.slots[0] = Some(Arc::clone(&s));
+        let mask = (1u64 << (16 * STR_CACHE_WAYS)) - 1;
+        self.tags = ((self.tags << 16) | u64::from(tag)) & mask;
         Some(s)
     }
 }
@@ -437,20 +469,49 @@ fn find_delim_or_quote(b: &[u8], delim: u8) -> Option<usize> {
         .map(|p| at + p)
 }
 
+/// The capacity a parsed row of `n` values is allocated with: `n`, or a little more (at most
+/// a quarter more) when that makes its size a power of two in the allocator's size classes.
+/// Both binaries use mimalloc, which serves every Rust allocation through its aligned entry
+/// point: once the free list of a size's page runs out, a size that is not a power of two
+/// (four values: 96 bytes) takes an over-allocating slow path on every allocation (about 110
+/// more instructions per event at blocksize 1), while a power of two (five values: 120 bytes,
+/// in the 128-byte class, the class of the engine's five-field rows) stays on the fast path.
+/// The values are the same; only the capacity differs.
+fn row_capacity(n: usize) -> usize {
+    let each = std::mem::size_of::<Value>();
+    let c = (n * each).next_power_of_two() / each;
+    if c >= n && (c - n) * 4 <= n {
+        c
+    } else {
+        n
+    }
+}
+
 /// Parses the CSV lines of one schema and set of options, one after another: the same events
 /// and errors as [`parse_event`], with less work per line. Repeated short string values
 /// share one allocation per field (see [`StrCache`]); nothing else is kept between lines.
 #[derive(Clone, Debug)]
 pub struct CsvParser {
     schema: Schema,
-    /// The schema's field types, in order.
-    types: Vec<FieldType>,
     opts: CsvOptions,
     /// The delimiter allows [`CsvParser::parse_plain`]: ASCII, and neither a quote, a line
     /// end nor a character of a number.
     plain: bool,
     /// One per schema field (unused for non-string fields).
     strings: Vec<StrCache>,
+    /// What the plain path reads for each schema field, in order.
+    kinds: Vec<Kind>,
+    /// [`row_capacity`] of the schema's length.
+    row_capacity: usize,
+}
+
+/// What [`CsvParser::parse_plain`] does for one schema field.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// The autogen key field missing from the lines (`noautogenfield`): null.
+    Missing,
+    /// A column of this type.
+    Field(FieldType),
 }
 
 /// Reads `[-]digits` at `line[at..]` up to the delimiter or the end of the line: the value
@@ -546,10 +607,22 @@ impl CsvParser {
         let d = opts.delim();
         CsvParser {
             schema: schema.clone(),
-            types: schema.fields().iter().map(|f| f.ty).collect(),
             opts: opts.clone(),
             plain: d.is_ascii() && !d.is_ascii_digit() && !b"+-.\"\r\n".contains(&d),
             strings: vec![StrCache::default(); schema.len()],
+            kinds: schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if opts.missing_field == Some(i) {
+                        Kind::Missing
+                    } else {
+                        Kind::Field(f.ty)
+                    }
+                })
+                .collect(),
+            row_capacity: row_capacity(schema.len()),
         }
     }
 
@@ -574,11 +647,49 @@ impl CsvParser {
     /// `None` when `parse` must decide, with the same values as `parse` for the fields it
     /// read (strings are looked up in the same cache).
     pub fn parse_plain(&mut self, line: &[u8]) -> Option<Event> {
+        let (opcode, flags, at) = self.plain_head(line)?;
+        let mut row = Vec::with_capacity(self.row_capacity);
+        self.plain_row(line, at, &mut row)?;
+        Some(Event {
+            opcode,
+            flags,
+            row,
+            old: None,
+        })
+    }
+
+    /// [`CsvParser::parse_plain`] that pushes the event onto `out` (true) instead of returning
+    /// it (false: `out` is unchanged). The event is pushed first and filled in place: an event
+    /// built aside and then moved into `out` was copied with wide loads of fields just written
+    /// with narrower stores (opcode and flags, the row's parts), which stalled on every line.
+    pub fn parse_plain_into(&mut self, line: &[u8], out: &mut Vec<Event>) -> bool {
+        let Some((opcode, flags, at)) = self.plain_head(line) else {
+            return false;
+        };
+        let k = out.len();
+        // Made in place once `out` has room (a `push` builds the event aside first).
+        let cap = self.row_capacity;
+        out.resize_with(k + 1, || Event {
+            opcode,
+            flags,
+            row: Vec::with_capacity(cap),
+            old: None,
+        });
+        if self.plain_row(line, at, &mut out[k].row).is_some() {
+            return true;
+        }
+        out.pop();
+        false
+    }
+
+    /// The opcode and flags of a plain line and the position of its first field.
+    #[inline(always)]
+    fn plain_head(&self, line: &[u8]) -> Option<(Opcode, Flags, usize)> {
         if !self.plain {
             return None;
         }
         let delim = self.opts.delim();
-        // Position of the next field; `more` while a field starts there.
+        // Position of the first field.
         let mut at = 0usize;
         let opcode = if self.opts.add_opcode {
             if self.opts.upsert {
@@ -606,14 +717,25 @@ impl CsvParser {
             at += len + 1;
             fl
         };
+        Some((opcode, flags, at))
+    }
+
+    /// Pushes the values of the fields of a plain line, the first at `line[at..]`, onto
+    /// `row`; `None` when the line is not plain (`row` then holds the values read so far).
+    #[inline(always)]
+    fn plain_row(&mut self, line: &[u8], mut at: usize, row: &mut Row) -> Option<()> {
+        let delim = self.opts.delim();
         let fmt = self.opts.dateformat.as_ref();
-        let mut row = Vec::with_capacity(self.types.len());
+        // `more` while a field starts at `at`.
         let mut more = true;
-        for (i, &ty) in self.types.iter().enumerate() {
-            if self.opts.missing_field == Some(i) {
-                row.push(Value::Null);
-                continue;
-            }
+        for (i, &kind) in self.kinds.iter().enumerate() {
+            let ty = match kind {
+                Kind::Missing => {
+                    row.push(Value::Null);
+                    continue;
+                }
+                Kind::Field(ty) => ty,
+            };
             if !more {
                 return None;
             }
@@ -658,12 +780,7 @@ impl CsvParser {
             // Extra columns: an error `parse` reports.
             return None;
         }
-        Some(Event {
-            opcode,
-            flags,
-            row,
-            old: None,
-        })
+        Some(())
     }
 }
 
@@ -752,7 +869,7 @@ fn parse_fields<'a>(
     };
     let expected = schema.len() - usize::from(opts.missing_field.is_some());
     let is_delete = matches!(opcode, Opcode::Delete | Opcode::SafeDelete);
-    let mut row = Vec::with_capacity(schema.len());
+    let mut row = Vec::with_capacity(row_capacity(schema.len()));
     let mut found = 0usize;
     for (i, field) in schema.fields().iter().enumerate() {
         if opts.missing_field == Some(i) {
@@ -1119,9 +1236,60 @@ mod fast_path_tests {
         assert_eq!(got, want, "{line:?} with {opts:?}");
         let bare = line.strip_suffix('\n').unwrap_or(line);
         let bare = bare.strip_suffix('\r').unwrap_or(bare);
-        if let Some(ev) = parser.parse_plain(bare.as_bytes()) {
-            assert_eq!(Ok(ev), want, "fast path on {line:?} with {opts:?}");
+        let plain = parser.parse_plain(bare.as_bytes());
+        if let Some(ev) = &plain {
+            assert_eq!(Ok(ev.clone()), want, "fast path on {line:?} with {opts:?}");
         }
+        // The in-place form: the same event pushed after those already there, or nothing.
+        let before = vec![Event::insert(vec![Value::Int32(1)])];
+        let mut out = before.clone();
+        let pushed = parser.parse_plain_into(bare.as_bytes(), &mut out);
+        assert_eq!(pushed, plain.is_some(), "{line:?} with {opts:?}");
+        assert_eq!(out[..1], before[..], "{line:?} with {opts:?}");
+        assert_eq!(out.get(1), plain.as_ref(), "{line:?} with {opts:?}");
+        assert_eq!(out.len(), 1 + usize::from(pushed));
+    }
+
+    #[test]
+    fn rows_fill_a_power_of_two_size_class_when_that_costs_little() {
+        let each = std::mem::size_of::<Value>();
+        for n in 0..64 {
+            let c = row_capacity(n);
+            assert!(c >= n && (c - n) * 4 <= n, "{n} -> {c}");
+            if c > n {
+                // Within one value of the power of two above it.
+                let bytes = c * each;
+                assert!(bytes.next_power_of_two() - bytes < each, "{n} -> {c}");
+            }
+        }
+        if each == 24 {
+            // The benchmark's four fields take the 128-byte class.
+            assert_eq!(row_capacity(4), 5);
+            assert_eq!(row_capacity(3), 3);
+        }
+    }
+
+    #[test]
+    fn the_string_cache_keeps_a_thousand_values_and_finds_each_by_its_bytes() {
+        let mut c = StrCache::default();
+        let names: Vec<String> = (0..1000).map(|i| format!("SYM{i:04}")).collect();
+        let first: Vec<Arc<str>> = names.iter().map(|n| c.get(n)).collect();
+        let mut misses = 0;
+        for (n, f) in names.iter().zip(&first) {
+            let again = c.get(n);
+            assert_eq!(&*again, n.as_str());
+            misses += usize::from(!Arc::ptr_eq(&again, f));
+        }
+        // Three slots a set: only a set that drew four or more of the thousand loses one.
+        assert!(misses < 30, "{misses} of 1000 evicted");
+        // Not UTF-8: no string, and nothing kept.
+        assert_eq!(c.get_bytes(b"\xff\xfe"), None);
+        assert_eq!(c.get_bytes(b"\xff\xfe"), None);
+        // Longer than the cache keeps: its own allocation each time.
+        let long = "x".repeat(STR_CACHE_MAX_LEN + 1);
+        let (a, b) = (c.get(&long), c.get(&long));
+        assert_eq!(a, b);
+        assert!(!Arc::ptr_eq(&a, &b));
     }
 
     #[test]
