@@ -108,15 +108,13 @@ impl Restoring {
 
     /// Decodes the state of window `path` (`cq/window`) from its whole file.
     pub fn decode(&mut self, path: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        let n = self.node(path)?;
-        snapshot::decode_window(
-            bytes,
-            &mut n.imp,
-            n.splitter.as_mut().map(|s| &mut s.globals),
-        )
-        .map_err(|error| RestoreError::Decode {
-            window: path.to_string(),
-            error,
+        // One piece: the whole file.
+        let mut whole = Some(bytes.to_vec());
+        self.decode_pieces(path, bytes.len() as u64, &mut |_| {
+            Ok(whole.take().map(|b| {
+                let n = b.len();
+                (b, 0..n)
+            }))
         })
     }
 

@@ -874,53 +874,31 @@ pub(crate) enum Blank {
 
 /// Column entries a prefaulting thread makes chunks for (`PREFAULTED`), and how to take one.
 pub(crate) trait Prefault: Sized {
-    const PREFAULTED: bool;
-    fn take(b: Blank) -> Option<Vec<Self>>;
-}
-
-impl Prefault for i64 {
-    const PREFAULTED: bool = true;
-    fn take(b: Blank) -> Option<Vec<Self>> {
-        match b {
-            Blank::I64(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-impl Prefault for Value {
-    const PREFAULTED: bool = true;
-    fn take(b: Blank) -> Option<Vec<Self>> {
-        match b {
-            Blank::Values(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-impl Prefault for NumAcc {
-    const PREFAULTED: bool = true;
-    fn take(b: Blank) -> Option<Vec<Self>> {
-        match b {
-            Blank::Sums(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-impl Prefault for Key {
     const PREFAULTED: bool = false;
     fn take(_: Blank) -> Option<Vec<Self>> {
         None
     }
 }
 
-impl Prefault for Acc {
-    const PREFAULTED: bool = false;
-    fn take(_: Blank) -> Option<Vec<Self>> {
-        None
-    }
+macro_rules! prefaulted {
+    ($t:ty, $kind:ident) => {
+        impl Prefault for $t {
+            const PREFAULTED: bool = true;
+            fn take(b: Blank) -> Option<Vec<Self>> {
+                match b {
+                    Blank::$kind(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
 }
+
+prefaulted!(i64, I64);
+prefaulted!(Value, Values);
+prefaulted!(NumAcc, Sums);
+impl Prefault for Key {}
+impl Prefault for Acc {}
 
 /// Chunks the prefaulting thread may be ahead of the decoder.
 const PREFAULT_AHEAD: usize = 32;
@@ -976,61 +954,30 @@ fn prefault(plan: &[(BlankKind, usize)], tx: &std::sync::mpsc::SyncSender<Blank>
     }
 }
 
-/// A column of `n` running doubles (written as values). A value the column cannot hold (the
-/// column that was saved had been widened) widens it, as it would have live.
-fn f64_cells(d: &mut Dec, n: usize) -> DResult<AccCol> {
+/// A column of `n` numbers decoded from values (`read`) through `cell`, the typed form of a
+/// column of values. A value `cell` refuses (the column that was saved had been widened)
+/// widens the column with `widen`, as it would have live, and the rest is read as values.
+fn typed_column<'s>(
+    d: &mut Dec<'s>,
+    n: usize,
+    read: fn(&mut Dec<'s>) -> DResult<Value>,
+    cell: impl Fn(&Value) -> Option<i64>,
+    widen: impl FnOnce(CowVec<i64>) -> CowVec<Value>,
+) -> DResult<Result<CowVec<i64>, CowVec<Value>>> {
     let mut col = CowVec::default();
     let mut v: Vec<i64> = if n > 0 { d.chunk_buf() } else { Vec::new() };
     for i in 0..n {
-        let value = d.value()?;
-        match f64_cell(&value) {
-            Some(b) => v.push(b),
-            None => {
-                col.push_chunk(v);
-                let mut wide = AccCol::RunF64(col);
-                wide.widen();
-                let AccCol::Running(mut col) = wide else {
-                    unreachable!("a widened column holds values")
-                };
-                col.push(value);
-                for _ in i + 1..n {
-                    col.push(d.value()?);
-                }
-                return Ok(AccCol::Running(col));
-            }
-        }
-        if v.len() == CHUNK {
-            let next = if i + 1 < n { d.chunk_buf() } else { Vec::new() };
-            col.push_chunk(std::mem::replace(&mut v, next));
-        }
-    }
-    if !v.is_empty() {
-        col.push_chunk(v);
-    }
-    Ok(AccCol::RunF64(col))
-}
-
-/// A one-field integer key column of `n` keys. A key the column cannot hold (a null: the
-/// column that was saved had been widened) widens it, as it would have live.
-fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
-    let mut col = CowVec::default();
-    let mut v: Vec<i64> = if n > 0 { d.chunk_buf() } else { Vec::new() };
-    for i in 0..n {
-        let key = d.one_value_key()?;
-        match kind.of(&key) {
+        let value = read(d)?;
+        match cell(&value) {
             Some(x) => v.push(x),
             None => {
                 col.push_chunk(v);
-                let mut keys = KeyCol::Int(kind, col);
-                keys.widen();
-                let KeyCol::One(mut col) = keys else {
-                    unreachable!("a widened key column holds values")
-                };
-                col.push(key);
+                let mut col = widen(col);
+                col.push(value);
                 for _ in i + 1..n {
-                    col.push(d.one_value_key()?);
+                    col.push(read(d)?);
                 }
-                return Ok(KeyCol::One(col));
+                return Ok(Err(col));
             }
         }
         if v.len() == CHUNK {
@@ -1041,7 +988,27 @@ fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
     if !v.is_empty() {
         col.push_chunk(v);
     }
-    Ok(KeyCol::Int(kind, col))
+    Ok(Ok(col))
+}
+
+/// A column of `n` running doubles (written as values).
+fn f64_cells(d: &mut Dec, n: usize) -> DResult<AccCol> {
+    let widen = |c: CowVec<i64>| c.iter().map(|&b| f64_value(b)).collect();
+    Ok(match typed_column(d, n, Dec::value, f64_cell, widen)? {
+        Ok(c) => AccCol::RunF64(c),
+        Err(c) => AccCol::Running(c),
+    })
+}
+
+/// A one-field integer key column of `n` keys.
+fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
+    let widen = |c: CowVec<i64>| c.iter().map(|&x| kind.value(x)).collect();
+    Ok(
+        match typed_column(d, n, Dec::one_value_key, |v| kind.of(v), widen)? {
+            Ok(c) => KeyCol::Int(kind, c),
+            Err(c) => KeyCol::One(c),
+        },
+    )
 }
 
 fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {

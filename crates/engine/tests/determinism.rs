@@ -108,20 +108,24 @@ fn run(input: &[Vec<(usize, Event)>], size: usize) -> (Engine, Vec<String>, Vec<
         }
         e.advance_time(now, &mut sink);
     }
-    let outputs = sink
-        .outputs
-        .iter()
-        .flat_map(|(w, id, evs)| {
-            evs.iter()
-                .map(move |ev| format!("#{id} {}", render(*w, ev)))
-        })
-        .collect();
+    let outputs = rendered_outputs(&sink);
     let bad = sink
         .bad
         .iter()
         .map(|(w, ev, why)| format!("{} {why}", render(*w, ev)))
         .collect();
     (e, outputs, bad)
+}
+
+/// Every output event, rendered with its block's ID, in order.
+fn rendered_outputs(sink: &CollectSink) -> Vec<String> {
+    sink.outputs
+        .iter()
+        .flat_map(|(w, id, evs)| {
+            evs.iter()
+                .map(move |ev| format!("#{id} {}", render(*w, ev)))
+        })
+        .collect()
 }
 
 /// Every window's rows, rendered, window by window.
@@ -299,15 +303,7 @@ fn only_projects_that_read_the_clock_depend_on_the_time_given() {
             }
             e.advance_time(time(p * 1000 + 999), &mut sink);
         }
-        let out: Vec<String> = sink
-            .outputs
-            .iter()
-            .flat_map(|(w, id, evs)| {
-                evs.iter()
-                    .map(move |ev| format!("#{id} {}", render(*w, ev)))
-            })
-            .collect();
-        (out, contents(&e))
+        (rendered_outputs(&sink), contents(&e))
     };
     let spaced = |i: usize| 1_700_000_000_000_000 + i as i64 * 7_919_000;
     let zero = run_at(&xml, &|_| 0);
