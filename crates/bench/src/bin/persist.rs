@@ -210,6 +210,26 @@ fn run(keys: u64, dir: &Path) {
         mb(idle_bytes, idle_restore)
     );
 
+    // The pause alone, nine times (each cut dropped at once): one sample is at the mercy of
+    // the scheduler and of what the caches hold.
+    let mut pauses: Vec<Duration> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            let cut = e.freeze();
+            let d = t.elapsed();
+            drop(cut);
+            d
+        })
+        .collect();
+    pauses.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "  pause of a freeze, nine times: min {:.3} ms, median {:.3} ms, max {:.3} ms",
+        ms(pauses[0]),
+        ms(pauses[4]),
+        ms(pauses[8])
+    );
+
     // The persist: freeze on this thread, encode + write on another while blocks go on.
     let snap_dir = dir.join(format!("snap-{keys}"));
     let t0 = Instant::now();
@@ -260,10 +280,12 @@ fn run(keys: u64, dir: &Path) {
         quiet.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT keys={keys} bytes={bytes} idle_persist_s={:.3} idle_restore_s={:.3} pause_ms={:.3} persist_s={:.3} restore_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3}",
+        "RESULT keys={keys} bytes={bytes} idle_persist_s={:.3} idle_restore_s={:.3} pause_ms={:.3} pause_median_ms={:.3} pause_max_ms={:.3} persist_s={:.3} restore_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3}",
         idle_total.as_secs_f64(),
         idle_restore.as_secs_f64(),
         pause.as_secs_f64() * 1e3,
+        ms(pauses[4]),
+        ms(pauses[8]),
         total.as_secs_f64(),
         restored.as_secs_f64(),
         busy.as_secs_f64() * 1e3,
