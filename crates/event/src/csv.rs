@@ -521,31 +521,20 @@ enum Kind {
 fn plain_int(line: &[u8], at: usize, delim: u8, max_digits: usize) -> Option<(i64, usize)> {
     let neg = line.get(at) == Some(&b'-');
     let first = at + usize::from(neg);
-    let mut j = first;
-    let mut v: i64 = 0;
-    while let Some(&c) = line.get(j) {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        v = v.wrapping_mul(10).wrapping_add(i64::from(d));
-        j += 1;
-    }
+    let (j, v) = scan_digits(line, first, 0);
     let digits = j - first;
     if digits == 0 || digits > max_digits || line.get(j).is_some_and(|&c| c != delim) {
         return None;
     }
+    // At most 18 digits: no overflow, so the wrapping sum is the value.
+    let v = v as i64;
     Some((if neg { -v } else { v }, j))
 }
 
-/// Reads `[-]digits[.digits]` at `line[at..]` up to the delimiter or the end of the line,
-/// when [`parse_f64`]'s fast path applies to it (the same value).
-#[inline]
-fn plain_double(line: &[u8], at: usize, delim: u8) -> Option<(f64, usize)> {
-    let neg = line.get(at) == Some(&b'-');
-    let mut j = at + usize::from(neg);
-    let mut mant: u64 = 0;
-    let mut digits = 0usize;
+/// Reads the ASCII digits at `line[j..]` into `mant` (`mant * 10 + digit` each, wrapping):
+/// the position after them and the result.
+#[inline(always)]
+fn scan_digits(line: &[u8], mut j: usize, mut mant: u64) -> (usize, u64) {
     while let Some(&c) = line.get(j) {
         let d = c.wrapping_sub(b'0');
         if d > 9 {
@@ -553,20 +542,23 @@ fn plain_double(line: &[u8], at: usize, delim: u8) -> Option<(f64, usize)> {
         }
         mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
         j += 1;
-        digits += 1;
     }
+    (j, mant)
+}
+
+/// Reads `[-]digits[.digits]` at `line[at..]` up to the delimiter or the end of the line,
+/// when [`parse_f64`]'s fast path applies to it (the same value).
+#[inline]
+fn plain_double(line: &[u8], at: usize, delim: u8) -> Option<(f64, usize)> {
+    let neg = line.get(at) == Some(&b'-');
+    let start = at + usize::from(neg);
+    let (mut j, mut mant) = scan_digits(line, start, 0);
+    let mut digits = j - start;
     let mut frac = 0usize;
     if line.get(j) == Some(&b'.') {
-        j += 1;
-        while let Some(&c) = line.get(j) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
-            j += 1;
-            frac += 1;
-        }
+        let (end, m) = scan_digits(line, j + 1, mant);
+        frac = end - (j + 1);
+        (j, mant) = (end, m);
     }
     digits += frac;
     if digits == 0

@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`bad`]: the bad-events file.
-//! - [`restore`]: a snapshot decoded into an engine while it is read.
+//! - [`restore`]: snapshots of an engine: written straight from a frozen cut, decoded while
+//!   read.
 //! - [`runner`]: [`Runner`], one project with its fs connectors, run block by block.
 
 pub mod bad;
@@ -11,7 +12,7 @@ pub mod restore;
 pub mod runner;
 
 pub use bad::BadEvents;
-pub use restore::read_snapshot_into;
+pub use restore::{read_snapshot_into, write_frozen};
 pub use runner::{RunError, RunStats, Runner};
 
 /// Microseconds since the epoch from the system clock: the runtime's time, handed to the

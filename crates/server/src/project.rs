@@ -721,22 +721,13 @@ impl ProjectThread {
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                // Each window is encoded straight into its file (no whole copy in memory).
-                let windows: Vec<(&str, sluice_persist::WindowBody)> = frozen
-                    .windows()
-                    .map(|(path, w)| {
-                        let body: sluice_persist::WindowBody =
-                            Box::new(move |out: &mut dyn std::io::Write| w.write_to(out));
-                        (path, body)
-                    })
-                    .collect();
-                let files = windows.len();
-                let r = sluice_persist::write_snapshot_streamed(
+                let files = frozen.windows().count();
+                let r = sluice_runtime::write_frozen(
                     &dir,
                     &snap.project,
                     snap.fingerprint,
                     &snap.state,
-                    windows,
+                    &frozen,
                     ms,
                 );
                 let shown = dir.display().to_string();

@@ -150,24 +150,9 @@ fn snapshot(
 
 /// Writes the frozen engine as the server does: each window encoded straight into its file.
 fn persist_streamed(frozen: &sluice_engine::FrozenEngine, fingerprint: u64, dir: &Path) -> u64 {
-    let windows: Vec<(&str, sluice_persist::WindowBody)> = frozen
-        .windows()
-        .map(|(path, w)| {
-            let body: sluice_persist::WindowBody =
-                Box::new(move |out: &mut dyn std::io::Write| w.write_to(out));
-            (path, body)
-        })
-        .collect();
     let snap = snapshot(fingerprint, Default::default());
-    sluice_persist::write_snapshot_streamed(
-        dir,
-        &snap.project,
-        fingerprint,
-        &snap.state,
-        windows,
-        0,
-    )
-    .expect("persist")
+    sluice_runtime::write_frozen(dir, &snap.project, fingerprint, &snap.state, frozen, 0)
+        .expect("persist")
 }
 
 fn run(keys: u64, dir: &Path) {
