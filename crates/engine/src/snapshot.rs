@@ -299,20 +299,6 @@ pub struct Dec<'s> {
 type DResult<T> = Result<T, DecodeError>;
 
 impl<'s> Dec<'s> {
-    /// A decoder over one whole file in memory.
-    fn whole(bytes: &[u8]) -> Dec<'static> {
-        Dec {
-            cur: bytes.to_vec(),
-            pos: 0,
-            end: bytes.len(),
-            start: 0,
-            piece_off: 0,
-            total: bytes.len(),
-            next: None,
-            scratch: Vec::new(),
-            blanks: None,
-        }
-    }
     /// A decoder over a file of `total` bytes whose pieces come from `next`.
     fn pieces(total: usize, next: NextPiece<'s>) -> Dec<'s> {
         Dec {
@@ -1296,16 +1282,6 @@ impl Frozen {
 /// Encodes a window's state (and its splitter's globals).
 pub fn encode_window(imp: &WindowImpl, splitter: Option<&Globals>) -> Vec<u8> {
     freeze(imp, splitter).encode()
-}
-
-/// Decodes `bytes` into `imp` (and the splitter's globals). On error `imp` may be partly
-/// changed: callers decode into a copy.
-pub fn decode_window(
-    bytes: &[u8],
-    imp: &mut WindowImpl,
-    splitter: Option<&mut Globals>,
-) -> Result<(), DecodeError> {
-    decode_from(Dec::whole(bytes), imp, splitter)
 }
 
 /// Decodes a window file of `len` bytes that arrives in pieces from `next` (a restore decodes

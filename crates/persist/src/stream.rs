@@ -5,6 +5,10 @@
 //! machines we measured (docs/benchmarks.md). Where direct I/O is refused, at open or at the
 //! first write, the same buffers are written through the page cache. The file is fsynced
 //! before [`write_file`] returns.
+//!
+//! Reading is the mirror: a [`PieceReader`] thread reads 8 MiB pieces (direct I/O where
+//! allowed) and checksums them while the caller decodes the pieces before; [`read_file`]
+//! collects them for a small file read whole.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -169,98 +173,22 @@ pub fn write_file(
     })
 }
 
-/// Reads a whole file with its CRC-32C, taken piece by piece as the pieces arrive (while they
-/// are in the cache). The file is read with direct I/O in 8 MiB requests where the file system
-/// allows it (a snapshot written with direct I/O is not in the page cache, and large direct
-/// requests read it at the disk's rate); elsewhere through the page cache, with the kernel told
-/// that the file is read sequentially and whole.
+/// Reads a whole file with its length and CRC-32C, through a [`PieceReader`] (direct I/O in
+/// 8 MiB requests where the file system allows it, the page cache elsewhere).
 pub fn read_file(path: &Path) -> io::Result<(Vec<u8>, u32)> {
-    let direct = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(path);
-    match direct {
-        Ok(file) => match read_direct(&file) {
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                read_buffered(path)
-            }
-            other => other,
-        },
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-            read_buffered(path)
-        }
-        Err(e) => Err(e),
+    let mut r = PieceReader::open(path)?;
+    let mut bytes = Vec::new();
+    let mut spent = Vec::new();
+    while let Some((buf, range)) = r.next_piece(spent)? {
+        bytes.extend_from_slice(&buf[range]);
+        spent = buf;
     }
-}
-
-const PIECE: usize = 8 << 20;
-
-/// Reads from `file` into `buf` until it is full or the file ends; returns the bytes read.
-fn read_full(file: &mut impl std::io::Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-fn read_direct(file: &File) -> io::Result<(Vec<u8>, u32)> {
-    let mut file = file;
-    let len = file.metadata()?.len() as usize;
-    // Room for the whole file rounded up to blocks, plus one more block to read the end of a
-    // file that grew meanwhile (the manifest's size check then refuses it), plus alignment.
-    let room = len.next_multiple_of(ALIGN) + ALIGN;
-    let mut raw = vec![0u8; room + ALIGN];
-    let off = raw.as_ptr().align_offset(ALIGN);
-    assert!(off < ALIGN, "a byte buffer can be aligned");
-    let mut crc = 0u32;
-    let mut at = 0;
-    while at < room {
-        let want = PIECE.min(room - at);
-        let n = read_full(&mut file, &mut raw[off + at..off + at + want])?;
-        crc = crc32c::crc32c_append(crc, &raw[off + at..off + at + n]);
-        at += n;
-        if n < want {
-            break; // the end of the file
-        }
-    }
-    raw.copy_within(off..off + at, 0);
-    raw.truncate(at);
-    Ok((raw, crc))
-}
-
-fn read_buffered(path: &Path) -> io::Result<(Vec<u8>, u32)> {
-    use std::io::Read;
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len() as usize;
-    // Advice only: a file system without it reads the same bytes.
-    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
-    let mut bytes = vec![0u8; len];
-    let mut crc = 0u32;
-    let mut at = 0;
-    while at < len {
-        let end = (at + PIECE).min(len);
-        let n = read_full(&mut file, &mut bytes[at..end])?;
-        crc = crc32c::crc32c_append(crc, &bytes[at..at + n]);
-        at += n;
-        if at < end {
-            break;
-        }
-    }
-    bytes.truncate(at);
-    // A file that grew since its length was taken is read to its end (the size check fails).
-    let mut rest = Vec::new();
-    file.read_to_end(&mut rest)?;
-    crc = crc32c::crc32c_append(crc, &rest);
-    bytes.extend_from_slice(&rest);
+    let (_, crc) = r.finish()?;
     Ok((bytes, crc))
 }
+
+/// Bytes per read request and per piece (a multiple of [`ALIGN`]).
+const PIECE: usize = 8 << 20;
 
 /// The pieces a [`PieceReader`] hands out: a buffer and the range of it that holds the file's
 /// next bytes.
