@@ -60,9 +60,10 @@ struct Args {
 
 /// The same allocator as the `sluice` binary, so the figures are the server's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sluice_alloc::MiMalloc = sluice_alloc::MiMalloc;
 
 fn main() -> ExitCode {
+    sluice_alloc::keep_freed_memory();
     let args = Args::parse();
     let r = if let Some(w) = &args.print_model {
         Workload::parse(w)

@@ -8,12 +8,12 @@ mod run;
 
 use std::process::ExitCode;
 
-/// mimalloc: each event allocates its row, and glibc malloc costs a fifth of the engine's
-/// time on the aggregate benchmark (docs/benchmarks.md).
+/// mimalloc, set up by [`sluice_alloc`] (why: see there).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sluice_alloc::MiMalloc = sluice_alloc::MiMalloc;
 
 fn main() -> ExitCode {
+    sluice_alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("run") => run::main(&args[2..]),
