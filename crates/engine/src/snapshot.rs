@@ -27,8 +27,11 @@ const _: () = assert!(
     cfg!(target_endian = "little"),
     "the snapshot format's plain-old-data columns assume a little-endian machine"
 );
-/// Version of the window-file encoding.
-pub const WINDOW_FILE_VERSION: u16 = 3;
+/// Version of the window-file encoding that is written.
+pub const WINDOW_FILE_VERSION: u16 = 4;
+/// The oldest version read: version 4 only added a column kind (running integer sums), so a
+/// version 3 file decodes as it did.
+pub const OLDEST_WINDOW_FILE_VERSION: u16 = 3;
 
 /// Why a window file cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +42,7 @@ pub enum DecodeError {
     Magic,
     #[error("window file version {0} is newer than this sluice supports ({WINDOW_FILE_VERSION})")]
     Version(u16),
-    #[error("window file version {0} was written by an older sluice (this one reads version {WINDOW_FILE_VERSION} only): restore it with the release that wrote it, or rebuild the state by replaying the input")]
+    #[error("window file version {0} was written by an older sluice (this one reads versions {OLDEST_WINDOW_FILE_VERSION} to {WINDOW_FILE_VERSION}): restore it with the release that wrote it, or rebuild the state by replaying the input")]
     OldVersion(u16),
     #[error("window kind {found} in the file, but the project's window is a {expected} window")]
     Kind { found: u8, expected: &'static str },
@@ -744,6 +747,8 @@ const COL_EMPTY: u8 = 0;
 const COL_NUM: u8 = 1;
 const COL_RUNNING: u8 = 2;
 const COL_OTHER: u8 = 3;
+/// A column of running integer sums (version 4): 8 bytes a group.
+const COL_SUM64: u8 = 4;
 
 fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols) {
     e.u64(next_seq);
@@ -759,6 +764,7 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
                 AccCol::Empty => 0,
                 AccCol::Num(_) => std::mem::size_of::<NumAcc>(),
                 AccCol::Running(_) | AccCol::RunF64(_) => 9,
+                AccCol::SumI64(_) => 8,
                 AccCol::Other(_) => 24,
             })
             .sum::<usize>();
@@ -820,6 +826,10 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
                     }
                     e.maybe_flush();
                 }
+            }
+            AccCol::SumI64(c) => {
+                e.u8(COL_SUM64);
+                put_pod(e, c);
             }
             AccCol::Other(c) => {
                 e.u8(COL_OTHER);
@@ -910,7 +920,7 @@ fn prefault_plan(cols: &GroupCols, n: usize) -> Vec<(BlankKind, usize)> {
         match c {
             AccCol::Num(_) => plan.push((BlankKind::Sums, n)),
             AccCol::Running(_) => plan.push((BlankKind::Values, n)),
-            AccCol::RunF64(_) => plan.push((BlankKind::I64, n)),
+            AccCol::RunF64(_) | AccCol::SumI64(_) => plan.push((BlankKind::I64, n)),
             AccCol::Empty | AccCol::Other(_) => {}
         }
     }
@@ -1072,6 +1082,9 @@ fn decode_group_columns(
             (COL_NUM, AccCol::Num(c)) => *c = get_pod(d, n)?,
             (COL_RUNNING, AccCol::Running(c)) => *c = d.chunked(n, Dec::value)?,
             (COL_RUNNING, AccCol::RunF64(_)) => *col = f64_cells(d, n)?,
+            (COL_SUM64, AccCol::SumI64(c)) => *c = get_pod(d, n)?,
+            // Widened before it was saved (or saved by version 3, which had no such column).
+            (COL_NUM, AccCol::SumI64(_)) => *col = AccCol::Num(get_pod(d, n)?),
             (COL_OTHER, AccCol::Other(c)) => *c = d.chunked(n, Dec::acc)?,
             _ => {
                 return Err(d.bad(format!(
@@ -1312,7 +1325,7 @@ fn decode_from(
     if v > WINDOW_FILE_VERSION {
         return Err(DecodeError::Version(v));
     }
-    if v < WINDOW_FILE_VERSION {
+    if v < OLDEST_WINDOW_FILE_VERSION {
         return Err(DecodeError::OldVersion(v));
     }
     let k = d.u8()?;

@@ -126,6 +126,11 @@ pub enum AccCol {
     /// insert-only input): the value's bits, or [`NULL_F64`] for null; 8 bytes a group. A value
     /// it cannot hold (another type, or those very bits) turns it into `Running` first.
     RunF64(CowVec<i64>),
+    /// A running integer sum (`ESP_aSum` into an int64 field, on insert-only input): the sum,
+    /// or [`NULL_SUM`] while every value was null; 8 bytes a group. A value it cannot add
+    /// exactly (not an integer, an overflow of i64, a sum of those very bits) turns it into
+    /// `Num` first.
+    SumI64(CowVec<i64>),
     /// Everything else (weighted average, multisets, lag, cat).
     Other(CowVec<Acc>),
 }
@@ -133,6 +138,54 @@ pub enum AccCol {
 /// The null of a [`AccCol::RunF64`] column: a NaN whose payload no arithmetic and no parser
 /// makes (a double with these bits widens the column instead).
 pub const NULL_F64: i64 = 0x7ff4_5a6e_0000_0001_u64 as i64;
+
+/// The null of a [`AccCol::SumI64`] column (no value summed yet); a sum equal to it widens
+/// the column instead.
+pub const NULL_SUM: i64 = i64::MIN;
+
+/// The value of a [`AccCol::SumI64`] cell: what `NumOut::SumInt64` gives for the same sums.
+#[inline(always)]
+pub fn sum_value(cell: i64) -> Value {
+    if cell == NULL_SUM {
+        Value::Null
+    } else {
+        Value::Int64(cell)
+    }
+}
+
+/// [`num_add`] of `v` on a [`AccCol::SumI64`] cell; fails (changing nothing) when the cell
+/// cannot hold the exact sum.
+#[inline(always)]
+fn sum_i64(cur: &mut i64, v: &Value) -> Result<(), ()> {
+    let x = match v {
+        Value::Null => return Ok(()),
+        Value::Int32(x) => *x as i64,
+        Value::Int64(x) | Value::Date(x) | Value::Stamp(x) => *x,
+        _ => return Err(()),
+    };
+    let base = if *cur == NULL_SUM { 0 } else { *cur };
+    match base.checked_add(x) {
+        Some(s) if s != NULL_SUM => {
+            *cur = s;
+            Ok(())
+        }
+        _ => Err(()),
+    }
+}
+
+/// The sums record of a [`AccCol::SumI64`] cell. The count of values is 1 for any group that
+/// has one: a sum's value only asks whether it is zero.
+pub fn sum_record(cell: i64) -> NumAcc {
+    if cell == NULL_SUM {
+        NumAcc::default()
+    } else {
+        NumAcc {
+            int: cell as i128,
+            float: 0.0,
+            n2: 2,
+        }
+    }
+}
 
 /// The cell of `v` in a [`AccCol::RunF64`] column, if it can hold it.
 #[inline(always)]
@@ -187,6 +240,9 @@ impl AccCol {
     /// The column kept for `f`.
     pub fn for_field(f: &AggField, insert_only: bool) -> AccCol {
         match &f.func {
+            AggFn::Sum if insert_only && f.ty == FieldType::Int64 => {
+                AccCol::SumI64(CowVec::default())
+            }
             AggFn::Sum | AggFn::Ave => AccCol::Num(CowVec::default()),
             AggFn::Count => AccCol::Empty,
             AggFn::Max | AggFn::Min | AggFn::First | AggFn::Last | AggFn::Plain if insert_only => {
@@ -209,6 +265,7 @@ impl AccCol {
             AccCol::Num(c) => c.push(NumAcc::default()),
             AccCol::Running(c) => c.push(Value::Null),
             AccCol::RunF64(c) => c.push(NULL_F64),
+            AccCol::SumI64(c) => c.push(NULL_SUM),
             AccCol::Other(c) => c.push(match &f.func {
                 AggFn::WAve => Acc::WAve { sw: 0.0, swf: 0.0 },
                 AggFn::Std => Acc::Std {
@@ -231,7 +288,7 @@ impl AccCol {
             AccCol::Running(c) => {
                 c.swap_remove(slot);
             }
-            AccCol::RunF64(c) => {
+            AccCol::RunF64(c) | AccCol::SumI64(c) => {
                 c.swap_remove(slot);
             }
             AccCol::Other(c) => {
@@ -240,10 +297,15 @@ impl AccCol {
         }
     }
 
-    /// Turns a [`AccCol::RunF64`] column into a `Running` one (same values).
+    /// Turns a [`AccCol::RunF64`] column into a `Running` one, and a [`AccCol::SumI64`] one
+    /// into `Num` (same results).
     pub fn widen(&mut self) {
-        if let AccCol::RunF64(c) = self {
-            *self = AccCol::Running(c.iter().map(|&b| f64_value(b)).collect());
+        match self {
+            AccCol::RunF64(c) => {
+                *self = AccCol::Running(c.iter().map(|&b| f64_value(b)).collect());
+            }
+            AccCol::SumI64(c) => *self = AccCol::Num(c.iter().map(|&x| sum_record(x)).collect()),
+            _ => {}
         }
     }
 
@@ -254,6 +316,7 @@ impl AccCol {
             AccCol::Num(_) => AccCol::Num(CowVec::default()),
             AccCol::Running(_) => AccCol::Running(CowVec::default()),
             AccCol::RunF64(_) => AccCol::RunF64(CowVec::default()),
+            AccCol::SumI64(_) => AccCol::SumI64(CowVec::default()),
             AccCol::Other(_) => AccCol::Other(CowVec::default()),
         }
     }
@@ -747,7 +810,7 @@ impl AggregateWindow {
                 (AggFn::Ave, AccCol::Num(_)) if f.ty == FieldType::Double => {
                     Slot::Num(i, NumOut::AveDouble)
                 }
-                (AggFn::Sum, AccCol::Num(_)) if f.ty == FieldType::Int64 => {
+                (AggFn::Sum, AccCol::Num(_) | AccCol::SumI64(_)) if f.ty == FieldType::Int64 => {
                     Slot::Num(i, NumOut::SumInt64)
                 }
                 (_, AccCol::Num(_)) => Slot::Num(i, NumOut::Any(f.ty)),
@@ -767,7 +830,9 @@ impl AggregateWindow {
                     .count();
                 match col {
                     AccCol::Empty => uses == 0,
-                    AccCol::Num(_) | AccCol::Running(_) | AccCol::RunF64(_) => uses == 1,
+                    AccCol::Num(_) | AccCol::SumI64(_) | AccCol::Running(_) | AccCol::RunF64(_) => {
+                        uses == 1
+                    }
                     AccCol::Other(_) => false,
                 }
             });
@@ -1031,6 +1096,11 @@ fn add_to(
         match col {
             AccCol::Empty => {}
             AccCol::Num(c) => num_add(c.get_mut(slot), a0, 1),
+            AccCol::SumI64(c) => {
+                if sum_i64(c.get_mut(slot), a0).is_err() {
+                    widen_and_add(col, slot, &f.func, a0);
+                }
+            }
             AccCol::Running(c) => running_add(c.get_mut(slot), &f.func, a0),
             AccCol::RunF64(c) => {
                 if running_f64(c.get_mut(slot), &f.func, a0).is_err() {
@@ -1072,7 +1142,7 @@ fn retract_from(
             AccCol::Num(c) => num_add(c.get_mut(slot), a0, -1),
             AccCol::Other(c) => acc_remove(c.get_mut(slot), a0, arg(f, sc, row, 1)),
             // Running values are kept only on insert-only input, which never retracts.
-            AccCol::Empty | AccCol::Running(_) | AccCol::RunF64(_) => {}
+            AccCol::Empty | AccCol::Running(_) | AccCol::RunF64(_) | AccCol::SumI64(_) => {}
         }
     }
     *g.counts.get_mut(slot) -= 1;
@@ -1094,6 +1164,7 @@ fn result_row(g: &GroupCols, slot: usize, fields: &[AggField], layout: &[Slot]) 
             Slot::Count(ty) => count_value(*g.counts.get(slot), ty),
             Slot::Num(i, out) => match &g.accs[i] {
                 AccCol::Num(c) => out.value(&fields[i].func, c.get(slot)),
+                AccCol::SumI64(c) => sum_value(*c.get(slot)),
                 _ => Value::Null,
             },
             Slot::Running(i, ty) => match &g.accs[i] {
@@ -1152,7 +1223,23 @@ fn add_in_place(
             }
             Slot::Num(i, out) => {
                 let f = &fields[i];
-                let AccCol::Num(c) = &mut g.accs[i] else {
+                let col = &mut g.accs[i];
+                if let AccCol::SumI64(c) = col {
+                    let v = arg(f, &scratch[i], row, 0).unwrap_or(&Value::Null);
+                    let cur = c.get_mut(slot);
+                    old.push(sum_value(*cur));
+                    if sum_i64(cur, v).is_ok() {
+                        new.push(sum_value(*cur));
+                        continue;
+                    }
+                    widen_and_add(col, slot, &f.func, v);
+                    let AccCol::Num(c) = col else {
+                        unreachable!("a widened sum column holds sums records")
+                    };
+                    out.push(&mut new, &f.func, c.get(slot));
+                    continue;
+                }
+                let AccCol::Num(c) = col else {
                     unreachable!("a slot of running sums shows a column of running sums")
                 };
                 let a = c.get_mut(slot);
@@ -1373,14 +1460,16 @@ fn num_add(acc: &mut NumAcc, v: &Value, sign: i64) {
     acc.n2 += 2 * sign;
 }
 
-/// A value a [`AccCol::RunF64`] column cannot hold: the column becomes `Running`, then `v` is
-/// added there.
+/// A value a [`AccCol::RunF64`] or [`AccCol::SumI64`] column cannot hold: the column
+/// widens (`Running`, `Num`), then `v` is added there.
 #[cold]
 #[inline(never)]
 fn widen_and_add(col: &mut AccCol, slot: usize, func: &AggFn, v: &Value) {
     col.widen();
-    if let AccCol::Running(c) = col {
-        running_add(c.get_mut(slot), func, v);
+    match col {
+        AccCol::Running(c) => running_add(c.get_mut(slot), func, v),
+        AccCol::Num(c) => num_add(c.get_mut(slot), v, 1),
+        _ => {}
     }
 }
 
@@ -1564,6 +1653,7 @@ fn acc_result(
         AccCol::Num(c) => num_result(func, c.get(slot)),
         AccCol::Running(c) => c.get(slot).clone(),
         AccCol::RunF64(c) => f64_value(*c.get(slot)),
+        AccCol::SumI64(c) => sum_value(*c.get(slot)),
         AccCol::Other(c) => other_result(func, c.get(slot)),
     }
 }
@@ -1770,5 +1860,16 @@ mod tests {
                 .all(|c| !matches!(c, AccCol::RunF64(_))),
             "integers and the null bits widened the running doubles"
         );
+        // Window a: `ESP_aSum(i)` (int32 values) stays a column of 8-byte sums; `ESP_aSum(d)`
+        // into an int64 field widened to sums records at its first double, before and after
+        // the restore.
+        for e in [&engines[0], &fresh] {
+            let w = e.window("cq", "a").expect("window a");
+            let crate::window::WindowImpl::Aggregate(a) = &e.node(w).imp else {
+                panic!("an aggregate window")
+            };
+            assert!(matches!(a.groups.cols.accs[2], AccCol::SumI64(_)));
+            assert!(matches!(a.groups.cols.accs[3], AccCol::Num(_)));
+        }
     }
 }
