@@ -264,14 +264,45 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 /// Entries per chunk of a [`CowVec`].
 pub const CHUNK: usize = 2048;
 
-/// A vector split into chunks of [`CHUNK`] entries that are shared copy-on-write: a clone
-/// (a snapshot) costs one reference-count increment per chunk, and the first change to a
-/// chunk afterwards copies that chunk only. The columns of an aggregate window's state are
-/// `CowVec`s, so that a snapshot is a cut of whole arrays that encode in one pass.
+/// Chunks per group of a large [`CowVec`]: a snapshot shares groups, so it costs one
+/// reference count per 524,288 entries of each large column.
+const GROUP_CHUNKS: usize = 256;
+
+/// Entries from which a [`CowVec`] keeps its chunks in groups (4,194,304: eight groups).
+pub const GROUPED_FROM: usize = CHUNK * GROUP_CHUNKS * 8;
+
+/// A chunk of entries, shared copy-on-write.
+type Chunk<T> = Arc<Vec<T>>;
+
+/// A vector split into chunks of [`CHUNK`] entries that are shared copy-on-write: a clone (a
+/// snapshot) shares them, and the first change to a chunk afterwards copies that chunk only.
+/// The columns of an aggregate window's state are `CowVec`s, so that a snapshot is a cut of
+/// whole arrays that encode in one pass.
+///
+/// Up to [`GROUPED_FROM`] entries the chunks are one flat list and a clone costs one
+/// reference count per chunk. From there on they are kept in groups of [`GROUP_CHUNKS`]
+/// shared as one, so a clone costs one reference count per group and the pause of a persist
+/// stops growing with the state (docs/benchmarks.md); the price is a second atomic check on
+/// every change, which a flat vector, the common case, does not pay.
 #[derive(Debug)]
 pub struct CowVec<T> {
-    chunks: Vec<Arc<Vec<T>>>,
+    chunks: Chunks<T>,
     len: usize,
+}
+
+#[derive(Debug)]
+enum Chunks<T> {
+    Flat(Vec<Chunk<T>>),
+    Grouped(Vec<Arc<Vec<Chunk<T>>>>),
+}
+
+impl<T> Clone for Chunks<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Chunks::Flat(c) => Chunks::Flat(c.clone()),
+            Chunks::Grouped(g) => Chunks::Grouped(g.clone()),
+        }
+    }
 }
 
 impl<T> Clone for CowVec<T> {
@@ -286,7 +317,7 @@ impl<T> Clone for CowVec<T> {
 impl<T> Default for CowVec<T> {
     fn default() -> Self {
         CowVec {
-            chunks: Vec::new(),
+            chunks: Chunks::Flat(Vec::new()),
             len: 0,
         }
     }
@@ -312,21 +343,71 @@ impl<T: Clone> CowVec<T> {
     /// Entry `i` (panics when out of range).
     #[inline(always)]
     pub fn get(&self, i: usize) -> &T {
-        &self.chunks[i / CHUNK][i % CHUNK]
+        let c = i / CHUNK;
+        match &self.chunks {
+            Chunks::Flat(f) => &f[c][i % CHUNK],
+            Chunks::Grouped(g) => &g[c / GROUP_CHUNKS][c % GROUP_CHUNKS][i % CHUNK],
+        }
     }
 
-    /// Entry `i`, copying its chunk first when a snapshot shares it.
+    /// Entry `i`, copying its chunk (and, grouped, its group's chunk pointers) first when a
+    /// snapshot shares them.
     #[inline(always)]
     pub fn get_mut(&mut self, i: usize) -> &mut T {
-        &mut chunk_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
+        let c = i / CHUNK;
+        let chunk = match &mut self.chunks {
+            Chunks::Flat(f) => &mut f[c],
+            Chunks::Grouped(g) => {
+                &mut unique_mut(&mut g[c / GROUP_CHUNKS], GROUP_CHUNKS)[c % GROUP_CHUNKS]
+            }
+        };
+        &mut unique_mut(chunk, CHUNK)[i % CHUNK]
+    }
+
+    /// Appends a chunk (the vector ends on a chunk boundary), grouping the chunks when the
+    /// vector reaches [`GROUPED_FROM`].
+    fn add_chunk(&mut self, chunk: Chunk<T>) {
+        debug_assert!(self.len.is_multiple_of(CHUNK));
+        if let Chunks::Flat(f) = &mut self.chunks {
+            if self.len < GROUPED_FROM {
+                f.push(chunk);
+                return;
+            }
+            let mut groups = Vec::with_capacity(f.len() / GROUP_CHUNKS + 1);
+            let mut flat = std::mem::take(f).into_iter().peekable();
+            while flat.peek().is_some() {
+                groups.push(Arc::new(flat.by_ref().take(GROUP_CHUNKS).collect()));
+            }
+            self.chunks = Chunks::Grouped(groups);
+        }
+        let Chunks::Grouped(g) = &mut self.chunks else {
+            unreachable!("grouped above")
+        };
+        if self.len.is_multiple_of(CHUNK * GROUP_CHUNKS) {
+            g.push(Arc::new(Vec::with_capacity(GROUP_CHUNKS)));
+        }
+        let last = g.last_mut().expect("a group");
+        unique_mut(last, GROUP_CHUNKS).push(chunk);
+    }
+
+    /// The last chunk, to change (the vector is not empty).
+    fn last_chunk(&mut self) -> &mut Vec<T> {
+        let chunk = match &mut self.chunks {
+            Chunks::Flat(f) => f.last_mut(),
+            Chunks::Grouped(g) => {
+                let last = g.last_mut().expect("a group");
+                unique_mut(last, GROUP_CHUNKS).last_mut()
+            }
+        };
+        unique_mut(chunk.expect("a chunk"), CHUNK)
     }
 
     /// Appends an entry.
     pub fn push(&mut self, v: T) {
         if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+            self.add_chunk(Arc::new(Vec::with_capacity(CHUNK)));
         }
-        chunk_mut(self.chunks.last_mut().expect("a chunk")).push(v);
+        self.last_chunk().push(v);
         self.len += 1;
     }
 
@@ -340,17 +421,33 @@ impl<T: Clone> CowVec<T> {
         if v.is_empty() {
             return;
         }
-        self.len += v.len();
         v.reserve_exact(CHUNK - v.len());
-        self.chunks.push(Arc::new(v));
+        let n = v.len();
+        self.add_chunk(Arc::new(v));
+        self.len += n;
     }
 
     /// Removes and returns the last entry.
     pub fn pop(&mut self) -> Option<T> {
-        let last = self.chunks.last_mut()?;
-        let v = chunk_mut(last).pop().expect("chunks are never empty");
-        if last.is_empty() {
-            self.chunks.pop();
+        if self.len == 0 {
+            return None;
+        }
+        let chunk = self.last_chunk();
+        let v = chunk.pop().expect("chunks are never empty");
+        if chunk.is_empty() {
+            match &mut self.chunks {
+                Chunks::Flat(f) => {
+                    f.pop();
+                }
+                Chunks::Grouped(g) => {
+                    let last = g.last_mut().expect("a group");
+                    let group = unique_mut(last, GROUP_CHUNKS);
+                    group.pop();
+                    if group.is_empty() {
+                        g.pop();
+                    }
+                }
+            }
         }
         self.len -= 1;
         Some(v)
@@ -372,38 +469,50 @@ impl<T: Clone> CowVec<T> {
     }
 
     /// The entries in order, a chunk at a time.
-    pub fn chunks(&self) -> impl Iterator<Item = &[T]> {
-        self.chunks.iter().map(|c| c.as_slice())
+    pub fn chunks(&self) -> Box<dyn Iterator<Item = &[T]> + '_> {
+        match &self.chunks {
+            Chunks::Flat(f) => Box::new(f.iter().map(|c| c.as_slice())),
+            Chunks::Grouped(g) => Box::new(g.iter().flat_map(|g| g.iter().map(|c| c.as_slice()))),
+        }
     }
 
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks().flatten()
     }
+
+    /// Reference counts a clone of this vector takes: its chunks, or its groups of chunks.
+    pub fn shared_parts(&self) -> usize {
+        match &self.chunks {
+            Chunks::Flat(f) => f.len(),
+            Chunks::Grouped(g) => g.len(),
+        }
+    }
 }
 
-/// The chunk, to change: copied first when a snapshot shares it. The common case (a chunk
-/// no snapshot shares) stays inline: two plain loads of the counts and one atomic check,
-/// instead of a call to `Arc::make_mut`.
+/// A chunk or a group, to change: copied first when a snapshot shares it (keeping
+/// `capacity`: the last one may still grow). The common case (nothing shared) stays inline:
+/// two plain loads of the counts and one atomic check, instead of a call to
+/// `Arc::make_mut`.
 #[inline(always)]
-fn chunk_mut<T: Clone>(c: &mut Arc<Vec<T>>) -> &mut Vec<T> {
-    // A strong count of 1 means no snapshot holds the chunk, and only a holder could add a
+fn unique_mut<T: Clone>(c: &mut Arc<Vec<T>>, capacity: usize) -> &mut Vec<T> {
+    // A strong count of 1 means no snapshot holds it, and only a holder could add a
     // reference (a snapshot on another thread may drop its own meanwhile, never add one to
     // ours); no `Weak` is ever made. So a count of 1 seen here stays 1 and `get_mut` below
-    // cannot fail.
+    // cannot fail. A chunk is reached only through its group, made unique first, so a
+    // snapshot that shares the group shows in the chunk's count from then on.
     if Arc::strong_count(c) != 1 || Arc::weak_count(c) != 0 {
-        unshare(c);
+        unshare(c, capacity);
     }
-    Arc::get_mut(c).expect("a chunk no snapshot shares")
+    Arc::get_mut(c).expect("nothing a snapshot shares")
 }
 
-/// Copies a chunk a snapshot shares, keeping a whole chunk's capacity (the last chunk may
-/// still grow).
+/// Copies a chunk or group a snapshot shares.
 #[cold]
 #[inline(never)]
-fn unshare<T: Clone>(c: &mut Arc<Vec<T>>) {
+fn unshare<T: Clone>(c: &mut Arc<Vec<T>>, capacity: usize) {
     if Arc::get_mut(c).is_none() {
-        let mut v = Vec::with_capacity(CHUNK.max(c.len()));
+        let mut v = Vec::with_capacity(capacity.max(c.len()));
         v.extend_from_slice(c);
         *c = Arc::new(v);
     }
@@ -529,5 +638,76 @@ mod tests {
             frozen.iter().copied().collect::<Vec<_>>(),
             (0..last + 1).collect::<Vec<_>>()
         );
+    }
+
+    /// Across groups of chunks: against a plain `Vec`, with snapshots taken all along that
+    /// must keep their contents whatever the vector does after them.
+    #[test]
+    fn cow_vec_across_groups_matches_a_vec_and_snapshots_stay_put() {
+        let per_group = CHUNK * GROUP_CHUNKS;
+        let grouped = |len: usize| {
+            if len >= GROUPED_FROM {
+                len.div_ceil(per_group)
+            } else {
+                len.div_ceil(CHUNK)
+            }
+        };
+        let mut v: CowVec<u32> = CowVec::default();
+        let mut model: Vec<u32> = Vec::new();
+        let mut snaps: Vec<(CowVec<u32>, Vec<u32>)> = Vec::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        // Grow past the grouping threshold and two group boundaries, shrink back across one,
+        // then grow again.
+        for (round, target) in [
+            GROUPED_FROM + per_group + 777,
+            GROUPED_FROM + per_group - 3,
+            GROUPED_FROM + per_group + CHUNK + 1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            while model.len() != target {
+                if model.len() < target {
+                    let e = (model.len() as u32) ^ (round as u32) << 28;
+                    v.push(e);
+                    model.push(e);
+                } else {
+                    let i = next(model.len());
+                    assert_eq!(v.swap_remove(i), model.swap_remove(i));
+                }
+                if next(400_000) == 0 {
+                    snaps.push((v.clone(), model.clone()));
+                }
+                if !model.is_empty() && next(4) == 0 {
+                    let i = next(model.len());
+                    *v.get_mut(i) = !model[i];
+                    model[i] = !model[i];
+                }
+            }
+            assert_eq!(v.len(), model.len());
+            assert_eq!(v.shared_parts(), grouped(model.len()));
+            assert!(v.iter().eq(model.iter()), "round {round}");
+            assert!(v.chunks().all(|c| !c.is_empty() && c.len() <= CHUNK));
+        }
+        // Decoding builds a vector chunk by chunk: the same entries, grouped the same way.
+        let mut decoded: CowVec<u32> = CowVec::default();
+        for c in model.chunks(CHUNK) {
+            decoded.push_chunk(c.to_vec());
+        }
+        assert_eq!(decoded, v);
+        assert_eq!(decoded.shared_parts(), grouped(model.len()));
+        assert!(snaps.len() >= 5, "snapshots taken along the way");
+        for (snap, want) in &snaps {
+            assert_eq!(snap.len(), want.len());
+            assert!(snap.iter().eq(want.iter()), "a snapshot moved");
+        }
+        while v.pop().is_some() {}
+        assert!(v.is_empty() && v.shared_parts() == 0);
     }
 }
