@@ -297,6 +297,8 @@ pub struct Dec<'s> {
     /// Column chunks already written through by a prefaulting thread, in decoding order
     /// (large aggregates; see [`prefault`]).
     blanks: Option<std::sync::mpsc::Receiver<Blank>>,
+    /// The window-file version (set once the header is read).
+    version: u16,
 }
 
 type DResult<T> = Result<T, DecodeError>;
@@ -314,6 +316,7 @@ impl<'s> Dec<'s> {
             next: Some(next),
             scratch: Vec::new(),
             blanks: None,
+            version: WINDOW_FILE_VERSION,
         }
     }
     /// The file offset of the next byte.
@@ -544,7 +547,9 @@ impl<'s> Dec<'s> {
     /// A key of exactly one value (a one-field key column).
     #[inline]
     fn one_value_key(&mut self) -> DResult<Value> {
-        if let Some(&[1, 0, 0, 0]) = self.ahead().get(..4) {
+        // (Only when the value starts in this piece too: the slow path's count check would
+        // then pass as well, so both paths refuse a file cut there alike.)
+        if let Some(&[1, 0, 0, 0, _]) = self.ahead().get(..5) {
             self.pos += 4;
             return self.value();
         }
@@ -559,7 +564,9 @@ impl<'s> Dec<'s> {
     #[inline]
     fn key(&mut self) -> DResult<Key> {
         // One-value keys (the common case) without the general loop.
-        if let Some(&[1, 0, 0, 0]) = self.ahead().get(..4) {
+        // (Only when the value starts in this piece too: the slow path's count check would
+        // then pass as well, so both paths refuse a file cut there alike.)
+        if let Some(&[1, 0, 0, 0, _]) = self.ahead().get(..5) {
             self.pos += 4;
             let mut k = Key::new();
             k.push(self.value()?);
@@ -749,6 +756,13 @@ const COL_RUNNING: u8 = 2;
 const COL_OTHER: u8 = 3;
 /// A column of running integer sums (version 4): 8 bytes a group.
 const COL_SUM64: u8 = 4;
+/// A column of running doubles as their bits (version 4): 8 bytes a group.
+const COL_RUNF64: u8 = 5;
+
+/// Group keys as rows of values (and every key of version 3).
+const KEYS_VALUES: u8 = 0;
+/// A one-field integer key column as its numbers (version 4): 8 bytes a group.
+const KEYS_INT: u8 = 1;
 
 fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols) {
     e.u64(next_seq);
@@ -763,26 +777,22 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
             .map(|c| match c {
                 AccCol::Empty => 0,
                 AccCol::Num(_) => std::mem::size_of::<NumAcc>(),
-                AccCol::Running(_) | AccCol::RunF64(_) => 9,
-                AccCol::SumI64(_) => 8,
+                AccCol::Running(_) => 9,
+                AccCol::RunF64(_) | AccCol::SumI64(_) => 8,
                 AccCol::Other(_) => 24,
             })
             .sum::<usize>();
     if e.out.is_none() {
         e.buf.reserve(n * per_group);
     }
-    // Keys as rows of values whatever the column's kind (one format for both).
+    // An integer key column as one block of its numbers; other keys as rows of values.
     match &g.keys {
-        KeyCol::Int(kind, c) => {
-            for chunk in c.chunks() {
-                for &x in chunk {
-                    e.len(1);
-                    e.value(&kind.value(x));
-                }
-                e.maybe_flush();
-            }
+        KeyCol::Int(_, c) => {
+            e.u8(KEYS_INT);
+            put_pod(e, c);
         }
         KeyCol::One(c) => {
+            e.u8(KEYS_VALUES);
             for chunk in c.chunks() {
                 for v in chunk {
                     e.len(1);
@@ -792,6 +802,7 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
             }
         }
         KeyCol::Many(c) => {
+            e.u8(KEYS_VALUES);
             for chunk in c.chunks() {
                 for k in chunk {
                     e.values(k);
@@ -818,14 +829,8 @@ fn encode_aggregate(e: &mut Enc, next_seq: u64, globals: &Globals, g: &GroupCols
                 }
             }
             AccCol::RunF64(c) => {
-                // The same bytes as a column of values.
-                e.u8(COL_RUNNING);
-                for chunk in c.chunks() {
-                    for &b in chunk {
-                        e.value(&f64_value(b));
-                    }
-                    e.maybe_flush();
-                }
+                e.u8(COL_RUNF64);
+                put_pod(e, c);
             }
             AccCol::SumI64(c) => {
                 e.u8(COL_SUM64);
@@ -996,7 +1001,23 @@ fn f64_cells(d: &mut Dec, n: usize) -> DResult<AccCol> {
     })
 }
 
-/// A one-field integer key column of `n` keys.
+/// A one-field integer key column of `n` keys stored as its numbers (version 4); an int32
+/// key out of the int32 range is refused.
+fn int_key_block(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
+    let at = d.at();
+    let c: CowVec<i64> = get_pod(d, n)?;
+    if kind == IntKey::Int32 {
+        if let Some(slot) = c.iter().position(|&x| i32::try_from(x).is_err()) {
+            return Err(DecodeError::Bad {
+                offset: at + slot * 8,
+                what: format!("group {slot}: an int32 key out of the int32 range"),
+            });
+        }
+    }
+    Ok(KeyCol::Int(kind, c))
+}
+
+/// A one-field integer key column of `n` keys written as values.
 fn int_keys(d: &mut Dec, kind: IntKey, n: usize) -> DResult<KeyCol> {
     let widen = |c: CowVec<i64>| c.iter().map(|&x| kind.value(x)).collect();
     Ok(
@@ -1023,10 +1044,22 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
     let mut cols = a.groups.cols.empty_like();
     let keep_members = a.keep_members;
     let decode = |d: &mut Dec, cols: &mut GroupCols, threaded: bool| {
-        let keys = match &cols.keys {
-            KeyCol::Int(kind, _) => int_keys(d, *kind, n)?,
-            KeyCol::One(_) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
-            KeyCol::Many(_) => KeyCol::Many(d.chunked(n, Dec::key)?),
+        // Version 3 wrote every key as values: an integer column takes them back as numbers
+        // where it can. From version 4 an integer column written as values had been widened,
+        // and is restored widened, so the state is the one that was saved, byte for byte.
+        let v3 = d.version < 4;
+        let how = if v3 { KEYS_VALUES } else { d.u8()? };
+        let keys = match (how, &cols.keys) {
+            (KEYS_INT, KeyCol::Int(kind, _)) => int_key_block(d, *kind, n)?,
+            (KEYS_VALUES, KeyCol::Int(kind, _)) if v3 => int_keys(d, *kind, n)?,
+            (KEYS_VALUES, KeyCol::Int(..)) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
+            (KEYS_VALUES, KeyCol::One(_)) => KeyCol::One(d.chunked(n, Dec::one_value_key)?),
+            (KEYS_VALUES, KeyCol::Many(_)) => KeyCol::Many(d.chunked(n, Dec::key)?),
+            (how, _) => {
+                return Err(d.bad(format!(
+                    "group keys stored as kind {how}, which the window's key does not take"
+                )))
+            }
         };
         // The key index (random access into a table as large as the state) is built on a
         // second thread while this one decodes the other columns, when there are enough
@@ -1081,8 +1114,12 @@ fn decode_group_columns(
             (COL_EMPTY, AccCol::Empty) => {}
             (COL_NUM, AccCol::Num(c)) => *c = get_pod(d, n)?,
             (COL_RUNNING, AccCol::Running(c)) => *c = d.chunked(n, Dec::value)?,
-            (COL_RUNNING, AccCol::RunF64(_)) => *col = f64_cells(d, n)?,
+            // Version 3 wrote running doubles as values; from version 4, values in a column
+            // of running doubles mean it had been widened.
+            (COL_RUNNING, AccCol::RunF64(_)) if d.version < 4 => *col = f64_cells(d, n)?,
+            (COL_RUNNING, AccCol::RunF64(_)) => *col = AccCol::Running(d.chunked(n, Dec::value)?),
             (COL_SUM64, AccCol::SumI64(c)) => *c = get_pod(d, n)?,
+            (COL_RUNF64, AccCol::RunF64(c)) => *c = get_pod(d, n)?,
             // Widened before it was saved (or saved by version 3, which had no such column).
             (COL_NUM, AccCol::SumI64(_)) => *col = AccCol::Num(get_pod(d, n)?),
             (COL_OTHER, AccCol::Other(c)) => *c = d.chunked(n, Dec::acc)?,
@@ -1328,6 +1365,7 @@ fn decode_from(
     if v < OLDEST_WINDOW_FILE_VERSION {
         return Err(DecodeError::OldVersion(v));
     }
+    d.version = v;
     let k = d.u8()?;
     if k != kind_code(imp) {
         return Err(DecodeError::Kind {

@@ -1,16 +1,17 @@
-//! Window-file versions: a restore reads the versions it knows (3, and 4 which only added a
-//! column kind) and refuses an older or newer one with an error that names the version.
+//! Window-file versions: a restore reads the versions it knows (3, and 4) and refuses an older
+//! or newer one with an error that names the version; what version 4 added is checked.
 
 use sluice_engine::{snapshot::WINDOW_FILE_VERSION, Engine, NullSink, RestoreError};
 use sluice_event::{Event, EventBlock, MsgId, Opcode, Value};
 
-/// An aggregate on input with updates: its sums are records (column kind 1), which version 3
-/// wrote the same way.
+/// An aggregate on input with updates, grouped by a string: its sums are records (column
+/// kind 1) and its keys rows of values, which version 3 wrote the same way but for the byte
+/// that says how the keys are stored (version 4).
 const MODEL: &str = r#"<project name="p"><contqueries><contquery name="cq">
 <windows>
-  <window-source name="src"><schema-string>id*:int64,g:int64,q:int32</schema-string></window-source>
+  <window-source name="src"><schema-string>id*:int64,g:string,q:int32</schema-string></window-source>
   <window-aggregate name="agg">
-    <schema-string>g*:int64,n:int64,total:int64</schema-string>
+    <schema-string>g*:string,n:int64,total:int64</schema-string>
     <output><field-expr>ESP_aCount()</field-expr><field-expr>ESP_aSum(q)</field-expr></output>
   </window-aggregate>
 </windows>
@@ -67,7 +68,14 @@ fn versions_three_and_four_are_read_older_and_newer_refused_by_name() {
         "version 4 is written"
     );
 
-    let v3 = with_version(&files, 3);
+    // Version 3 of the aggregate's file: without the byte that says how its keys are stored
+    // (after the 8-byte magic, 2-byte version, kind, next sequence, no globals, group count
+    // and function count).
+    let mut v3 = with_version(&files, 3);
+    let agg = v3.get_mut("cq/agg").unwrap();
+    const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
+    assert_eq!(agg[KEYS_AT], 0, "keys stored as values");
+    agg.remove(KEYS_AT);
     let mut restored = engine();
     restored
         .restore_windows(&v3)
@@ -99,4 +107,92 @@ fn versions_three_and_four_are_read_older_and_newer_refused_by_name() {
             "a refused file changes nothing"
         );
     }
+}
+
+/// An int32 group key is stored as a raw 8-byte number from version 4: one outside the int32
+/// range is refused, not truncated.
+#[test]
+fn an_int32_key_out_of_range_is_refused() {
+    let xml = MODEL
+        .replace("g:string", "g:int32")
+        .replace("g*:string", "g*:int32");
+    let spec = sluice_model::parse_project(&xml, &|_: &str| None).unwrap();
+    let mut e = Engine::new(&spec).unwrap();
+    let src = e.window("cq", "src").unwrap();
+    let events = (0..3)
+        .map(|i| {
+            Event::new(
+                Opcode::Upsert,
+                vec![
+                    Value::Int64(i),
+                    Value::Int32(-7 - i as i32),
+                    Value::Int32(1),
+                ],
+            )
+        })
+        .collect();
+    e.inject(src, EventBlock::new(MsgId(1), events), 0, &mut NullSink)
+        .unwrap();
+    let mut files = e.snapshot_windows();
+    let agg = files.get_mut("cq/agg").unwrap();
+    const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
+    assert_eq!(agg[KEYS_AT], 1, "keys stored as numbers");
+    let second = KEYS_AT + 1 + 8;
+    assert_eq!(agg[second..second + 8], (-8i64).to_le_bytes());
+    agg[second..second + 8].copy_from_slice(&(i64::from(i32::MAX) + 1).to_le_bytes());
+    let mut fresh = Engine::new(&spec).unwrap();
+    let err = fresh.restore_windows(&files).unwrap_err().to_string();
+    assert!(
+        err.contains("group 1: an int32 key out of the int32 range"),
+        "{err}"
+    );
+}
+
+/// A version 3 file kept integer keys as rows of values: they are read back into a column of
+/// numbers, and the state is the one version 4 saves.
+#[test]
+fn version_three_integer_keys_are_read_as_numbers() {
+    let xml = MODEL
+        .replace("g:string", "g:int64")
+        .replace("g*:string", "g*:int64");
+    let spec = sluice_model::parse_project(&xml, &|_: &str| None).unwrap();
+    let mut e = Engine::new(&spec).unwrap();
+    let src = e.window("cq", "src").unwrap();
+    let events = (0..40)
+        .map(|i| {
+            Event::new(
+                Opcode::Upsert,
+                vec![
+                    Value::Int64(i),
+                    Value::Int64(i % 9 - 4),
+                    Value::Int32(i as i32),
+                ],
+            )
+        })
+        .collect();
+    e.inject(src, EventBlock::new(MsgId(1), events), 0, &mut NullSink)
+        .unwrap();
+    let files = e.snapshot_windows();
+    let v4 = &files["cq/agg"];
+    const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
+    assert_eq!(v4[KEYS_AT], 1, "keys stored as numbers");
+    let n = u64::from_le_bytes(v4[KEYS_AT - 12..KEYS_AT - 4].try_into().unwrap()) as usize;
+    assert_eq!(n, 9);
+    // Each number becomes a one-value row: count 1, tag 2 (int64), the number.
+    let mut v3 = v4[..KEYS_AT].to_vec();
+    v3[8..10].copy_from_slice(&3u16.to_le_bytes());
+    for k in 0..n {
+        let at = KEYS_AT + 1 + k * 8;
+        v3.extend_from_slice(&1u32.to_le_bytes());
+        v3.push(2);
+        v3.extend_from_slice(&v4[at..at + 8]);
+    }
+    v3.extend_from_slice(&v4[KEYS_AT + 1 + n * 8..]);
+    let mut old = with_version(&files, 3);
+    old.insert("cq/agg".into(), v3);
+    let mut restored = Engine::new(&spec).unwrap();
+    restored
+        .restore_windows(&old)
+        .expect("a version 3 file is read");
+    assert_eq!(restored.snapshot_windows(), files);
 }
