@@ -186,17 +186,25 @@ fn persist_streamed(frozen: &sluice_engine::FrozenEngine, fingerprint: u64, dir:
         .expect("persist")
 }
 
-fn run(keys: u64, dir: &Path) {
-    const BLOCK: u64 = 1024;
+const BLOCK: u64 = 1024;
+
+/// An engine whose aggregate has `keys` groups, from `keys` events.
+fn built(keys: u64) -> Engine {
     let mut e = engine();
     let src = e.window("cq", "trades").unwrap();
-    let t = Instant::now();
     let mut at = 0;
     while at < keys {
         let n = BLOCK.min(keys - at);
         e.inject(src, block(at, n, keys), 0, &mut NullSink).unwrap();
         at += n;
     }
+    e
+}
+
+fn run(keys: u64, dir: &Path) {
+    let t = Instant::now();
+    let mut e = built(keys);
+    let src = e.window("cq", "trades").unwrap();
     println!("  {keys} keys built in {:.2} s", t.elapsed().as_secs_f64());
 
     // Longest block wait with no persist going on.
@@ -344,6 +352,17 @@ fn main() -> ExitCode {
                 }
             }
             "--dir" => dir = args.next().map(PathBuf::from),
+            "--write-snapshot" => {
+                // For profiling a restore on its own: `--keys N --write-snapshot DIR`, then
+                // `--restore-child DIR` (prints the seconds it took) as often as wanted.
+                let Some(d) = args.next() else {
+                    eprintln!("--write-snapshot needs a directory");
+                    return ExitCode::from(2);
+                };
+                let e = built(keys[0]);
+                persist_streamed(&e.freeze(), e.fingerprint(), Path::new(&d));
+                return ExitCode::SUCCESS;
+            }
             "--restore-child" => {
                 let Some(d) = args.next() else {
                     eprintln!("--restore-child needs a snapshot directory");
@@ -356,7 +375,8 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "-h" | "--help" => {
-                println!("sluice-persist-bench [--keys 1000000,10000000] [--dir DIR (default: a new directory under the temp dir)]");
+                println!("sluice-persist-bench [--keys 1000000,10000000] [--dir DIR (default: a new directory under the temp dir)]\n\
+                          sluice-persist-bench --keys N --write-snapshot DIR   (then)   sluice-persist-bench --restore-child DIR");
                 return ExitCode::SUCCESS;
             }
             other => {

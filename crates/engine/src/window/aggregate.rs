@@ -581,9 +581,36 @@ fn hash_of<Q: Hash + ?Sized>(q: &Q) -> u64 {
     BuildHasherDefault::<FxHasher>::default().hash_one(q)
 }
 
-/// The slot index of a key column, built by [`Groups::index_keys`].
+/// The slot index of a key column, built by [`Groups::index_keys`]: two tables, one for the
+/// keys whose hash has its top bit clear and one for the others, so that a restore builds
+/// them on two threads at once.
 #[derive(Debug)]
-pub struct GroupIndex(HashTable<u32>);
+pub struct GroupIndex([HashTable<u32>; 2]);
+
+/// One of the two tables of a [`GroupIndex`], built by [`Groups::index_half`].
+#[derive(Debug)]
+pub struct IndexHalf(HashTable<u32>);
+
+/// Which table of the index holds the key of hash `h`.
+#[inline(always)]
+fn half_of(h: u64) -> usize {
+    (h >> 63) as usize
+}
+
+impl GroupIndex {
+    /// The index from its two halves (0, then 1), or the first slot, in slot order, whose key
+    /// appeared before (a key and its copy are in the same half).
+    pub fn from_halves(
+        h0: Result<IndexHalf, usize>,
+        h1: Result<IndexHalf, usize>,
+    ) -> Result<GroupIndex, usize> {
+        match (h0, h1) {
+            (Ok(a), Ok(b)) => Ok(GroupIndex([a.0, b.0])),
+            (Err(a), Err(b)) => Err(a.min(b)),
+            (Err(a), _) | (_, Err(a)) => Err(a),
+        }
+    }
+}
 
 /// The groups: their columns and an index from key to slot. Removing a group moves the
 /// last group into its slot, so slots stay dense; the slot order depends only on the
@@ -591,7 +618,8 @@ pub struct GroupIndex(HashTable<u32>);
 /// slots. No output depends on it (listings are sorted by key).
 #[derive(Clone, Debug)]
 pub struct Groups {
-    index: HashTable<u32>,
+    /// By [`half_of`] the key's hash.
+    index: [HashTable<u32>; 2],
     pub cols: GroupCols,
     last_rows: RowCache,
 }
@@ -640,13 +668,26 @@ impl RowCache {
 
 impl Groups {
     /// The slot index of a key column (see [`Groups::from_parts`]); fails on a key that
-    /// appears twice (with its slot). Built apart so a restore can build it on one thread
-    /// while it decodes the other columns on another.
+    /// appears twice (with its slot). Built apart so a restore can build it on other threads
+    /// while it decodes the other columns.
     pub fn index_keys(keys: &KeyCol) -> Result<GroupIndex, usize> {
-        let mut index = HashTable::with_capacity(keys.len());
-        for slot in 0..keys.len() {
+        GroupIndex::from_halves(Self::index_half(keys, 0), Self::index_half(keys, 1))
+    }
+
+    /// Half `half` (0 or 1) of the slot index of a key column: the keys whose hash
+    /// [`half_of`] gives it, inserted in slot order; fails on the first of those keys that
+    /// appeared before (with its slot).
+    pub fn index_half(keys: &KeyCol, half: usize) -> Result<IndexHalf, usize> {
+        // About half the keys, and a margin so an uneven split rarely grows the table.
+        let n = keys.len();
+        let mut index = HashTable::with_capacity(n / 2 + n / 64 + 16);
+        for slot in 0..n {
+            let h = keys.hash_at(slot);
+            if half_of(h) != half {
+                continue;
+            }
             let entry = index.entry(
-                keys.hash_at(slot),
+                h,
                 |&s: &u32| keys.same(s as usize, slot),
                 |&s: &u32| keys.hash_at(s as usize),
             );
@@ -657,7 +698,7 @@ impl Groups {
                 }
             }
         }
-        Ok(GroupIndex(index))
+        Ok(IndexHalf(index))
     }
 
     /// Groups from columns and the index of their key column.
@@ -683,16 +724,18 @@ impl Groups {
     #[inline]
     fn find(&self, key: &KeyRef) -> Option<usize> {
         let keys = &self.cols.keys;
-        self.index
-            .find(hash_of(key), |&s| keys.matches_ref(s as usize, key))
+        let h = hash_of(key);
+        self.index[half_of(h)]
+            .find(h, |&s| keys.matches_ref(s as usize, key))
             .map(|&s| s as usize)
     }
 
     /// The slot of the group `key`.
     fn find_key(&self, key: &Key) -> Option<usize> {
         let keys = &self.cols.keys;
-        self.index
-            .find(hash_of(key), |&s| keys.matches_key(s as usize, key))
+        let h = hash_of(key);
+        self.index[half_of(h)]
+            .find(h, |&s| keys.matches_key(s as usize, key))
             .map(|&s| s as usize)
     }
 
@@ -709,8 +752,7 @@ impl Groups {
             m.push(Members::default());
         }
         let keys = &self.cols.keys;
-        self.index
-            .insert_unique(h, slot as u32, |&s| keys.hash_at(s as usize));
+        self.index[half_of(h)].insert_unique(h, slot as u32, |&s| keys.hash_at(s as usize));
         slot
     }
 
@@ -718,15 +760,15 @@ impl Groups {
     fn remove(&mut self, slot: usize) {
         let keys = &self.cols.keys;
         let last = keys.len() - 1;
-        let entry = self
-            .index
-            .find_entry(keys.hash_at(slot), |&s| s as usize == slot)
+        let h = keys.hash_at(slot);
+        let entry = self.index[half_of(h)]
+            .find_entry(h, |&s| s as usize == slot)
             .unwrap_or_else(|_| panic!("group slot {slot} is indexed"));
         entry.remove();
         if slot != last {
-            let moved = self
-                .index
-                .find_mut(keys.hash_at(last), |&s| s as usize == last)
+            let h = keys.hash_at(last);
+            let moved = self.index[half_of(h)]
+                .find_mut(h, |&s| s as usize == last)
                 .expect("the last group is indexed");
             *moved = slot as u32;
         }
@@ -847,7 +889,7 @@ impl AggregateWindow {
             program,
             globals,
             groups: Groups {
-                index: HashTable::new(),
+                index: [HashTable::new(), HashTable::new()],
                 cols,
                 last_rows: RowCache::default(),
             },
