@@ -23,6 +23,32 @@ fn engine() -> Engine {
     Engine::new(&spec).unwrap()
 }
 
+/// The model grouped by a key of type `ty`, and an engine of it fed `n` upserts whose key
+/// is `key(i)`.
+fn keyed_by(ty: &str, n: i64, key: impl Fn(i64) -> Value) -> (sluice_model::ProjectSpec, Engine) {
+    let xml = MODEL
+        .replace("g:string", &format!("g:{ty}"))
+        .replace("g*:string", &format!("g*:{ty}"));
+    let spec = sluice_model::parse_project(&xml, &|_: &str| None).unwrap();
+    let mut e = Engine::new(&spec).unwrap();
+    let src = e.window("cq", "src").unwrap();
+    let events = (0..n)
+        .map(|i| {
+            Event::new(
+                Opcode::Upsert,
+                vec![Value::Int64(i), key(i), Value::Int32(i as i32)],
+            )
+        })
+        .collect();
+    e.inject(src, EventBlock::new(MsgId(1), events), 0, &mut NullSink)
+        .unwrap();
+    (spec, e)
+}
+
+/// Where an aggregate file's key storage byte is: after the 8-byte magic, 2-byte version,
+/// kind, next sequence, no globals, group count and function count.
+const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
+
 fn with_version(
     files: &std::collections::BTreeMap<String, Vec<u8>>,
     v: u16,
@@ -68,12 +94,9 @@ fn versions_three_and_four_are_read_older_and_newer_refused_by_name() {
         "version 4 is written"
     );
 
-    // Version 3 of the aggregate's file: without the byte that says how its keys are stored
-    // (after the 8-byte magic, 2-byte version, kind, next sequence, no globals, group count
-    // and function count).
+    // Version 3 of the aggregate's file: without the byte that says how its keys are stored.
     let mut v3 = with_version(&files, 3);
     let agg = v3.get_mut("cq/agg").unwrap();
-    const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
     assert_eq!(agg[KEYS_AT], 0, "keys stored as values");
     agg.remove(KEYS_AT);
     let mut restored = engine();
@@ -113,29 +136,9 @@ fn versions_three_and_four_are_read_older_and_newer_refused_by_name() {
 /// range is refused, not truncated.
 #[test]
 fn an_int32_key_out_of_range_is_refused() {
-    let xml = MODEL
-        .replace("g:string", "g:int32")
-        .replace("g*:string", "g*:int32");
-    let spec = sluice_model::parse_project(&xml, &|_: &str| None).unwrap();
-    let mut e = Engine::new(&spec).unwrap();
-    let src = e.window("cq", "src").unwrap();
-    let events = (0..3)
-        .map(|i| {
-            Event::new(
-                Opcode::Upsert,
-                vec![
-                    Value::Int64(i),
-                    Value::Int32(-7 - i as i32),
-                    Value::Int32(1),
-                ],
-            )
-        })
-        .collect();
-    e.inject(src, EventBlock::new(MsgId(1), events), 0, &mut NullSink)
-        .unwrap();
+    let (spec, e) = keyed_by("int32", 3, |i| Value::Int32(-7 - i as i32));
     let mut files = e.snapshot_windows();
     let agg = files.get_mut("cq/agg").unwrap();
-    const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
     assert_eq!(agg[KEYS_AT], 1, "keys stored as numbers");
     let second = KEYS_AT + 1 + 8;
     assert_eq!(agg[second..second + 8], (-8i64).to_le_bytes());
@@ -152,29 +155,9 @@ fn an_int32_key_out_of_range_is_refused() {
 /// numbers, and the state is the one version 4 saves.
 #[test]
 fn version_three_integer_keys_are_read_as_numbers() {
-    let xml = MODEL
-        .replace("g:string", "g:int64")
-        .replace("g*:string", "g*:int64");
-    let spec = sluice_model::parse_project(&xml, &|_: &str| None).unwrap();
-    let mut e = Engine::new(&spec).unwrap();
-    let src = e.window("cq", "src").unwrap();
-    let events = (0..40)
-        .map(|i| {
-            Event::new(
-                Opcode::Upsert,
-                vec![
-                    Value::Int64(i),
-                    Value::Int64(i % 9 - 4),
-                    Value::Int32(i as i32),
-                ],
-            )
-        })
-        .collect();
-    e.inject(src, EventBlock::new(MsgId(1), events), 0, &mut NullSink)
-        .unwrap();
+    let (spec, e) = keyed_by("int64", 40, |i| Value::Int64(i % 9 - 4));
     let files = e.snapshot_windows();
     let v4 = &files["cq/agg"];
-    const KEYS_AT: usize = 8 + 2 + 1 + 8 + 4 + 8 + 4;
     assert_eq!(v4[KEYS_AT], 1, "keys stored as numbers");
     let n = u64::from_le_bytes(v4[KEYS_AT - 12..KEYS_AT - 4].try_into().unwrap()) as usize;
     assert_eq!(n, 9);
