@@ -581,35 +581,63 @@ fn hash_of<Q: Hash + ?Sized>(q: &Q) -> u64 {
     BuildHasherDefault::<FxHasher>::default().hash_one(q)
 }
 
-/// The slot index of a key column, built by [`Groups::index_keys`]: two tables, one for the
-/// keys whose hash has its top bit clear and one for the others, so that a restore builds
-/// them on two threads at once.
-#[derive(Debug)]
-pub struct GroupIndex([HashTable<u32>; 2]);
+/// Tables of the group index: a key goes to the table that the top byte of its hash, mixed
+/// once more, names (the hash's own top bits are the tables' tags and its low bits place a key
+/// in its table, so neither may be constant within a table; nor may the choice follow a few
+/// bits of the key, as the hash's middle bits do for integers). A table that is full grows by rehashing its keys on the engine's thread: with one
+/// table that was every key at once (0.5 s at 10M groups), with 256 it is a 256th. A restore
+/// builds the two halves of the tables on two threads.
+pub const INDEX_PARTS: usize = 256;
 
-/// One of the two tables of a [`GroupIndex`], built by [`Groups::index_half`].
-#[derive(Debug)]
-pub struct IndexHalf(HashTable<u32>);
+/// The tables of half the index.
+const HALF_PARTS: usize = INDEX_PARTS / 2;
 
 /// Which table of the index holds the key of hash `h`.
 #[inline(always)]
-fn half_of(h: u64) -> usize {
-    (h >> 63) as usize
+fn part_of(h: u64) -> usize {
+    (h.rotate_left(23).wrapping_mul(0xA076_1D64_78BD_642F) >> 56) as usize
 }
+
+type IndexTables = Box<[HashTable<u32>; INDEX_PARTS]>;
+
+/// The slot index of a key column, built by [`Groups::index_keys`].
+#[derive(Debug)]
+pub struct GroupIndex(IndexTables);
+
+/// Half the tables of a [`GroupIndex`] (the first or the second 128), built by
+/// [`Groups::index_half`].
+#[derive(Debug)]
+pub struct IndexHalf(Vec<HashTable<u32>>);
 
 impl GroupIndex {
     /// The index from its two halves (0, then 1), or the first slot, in slot order, whose key
-    /// appeared before (a key and its copy are in the same half).
+    /// appeared before (a key and its copy are in the same table).
     pub fn from_halves(
         h0: Result<IndexHalf, usize>,
         h1: Result<IndexHalf, usize>,
     ) -> Result<GroupIndex, usize> {
         match (h0, h1) {
-            (Ok(a), Ok(b)) => Ok(GroupIndex([a.0, b.0])),
+            (Ok(a), Ok(b)) => {
+                let tables: Vec<HashTable<u32>> = a.0.into_iter().chain(b.0).collect();
+                Ok(GroupIndex(
+                    tables
+                        .into_boxed_slice()
+                        .try_into()
+                        .expect("two halves make the tables"),
+                ))
+            }
             (Err(a), Err(b)) => Err(a.min(b)),
             (Err(a), _) | (_, Err(a)) => Err(a),
         }
     }
+}
+
+fn empty_index() -> IndexTables {
+    let tables: Vec<HashTable<u32>> = (0..INDEX_PARTS).map(|_| HashTable::new()).collect();
+    tables
+        .into_boxed_slice()
+        .try_into()
+        .expect("INDEX_PARTS tables")
 }
 
 /// The groups: their columns and an index from key to slot. Removing a group moves the
@@ -618,8 +646,8 @@ impl GroupIndex {
 /// slots. No output depends on it (listings are sorted by key).
 #[derive(Clone, Debug)]
 pub struct Groups {
-    /// By [`half_of`] the key's hash.
-    index: [HashTable<u32>; 2],
+    /// By [`part_of`] the key's hash.
+    index: IndexTables,
     pub cols: GroupCols,
     last_rows: RowCache,
 }
@@ -674,31 +702,80 @@ impl Groups {
         GroupIndex::from_halves(Self::index_half(keys, 0), Self::index_half(keys, 1))
     }
 
-    /// Half `half` (0 or 1) of the slot index of a key column: the keys whose hash
-    /// [`half_of`] gives it, inserted in slot order; fails on the first of those keys that
-    /// appeared before (with its slot).
+    /// Half `half` (0 or 1) of the slot index of a key column: the tables of the keys whose
+    /// hash [`part_of`] puts in that half, keys inserted in slot order; fails on the first of
+    /// those keys that appeared before (with its slot).
     pub fn index_half(keys: &KeyCol, half: usize) -> Result<IndexHalf, usize> {
-        // About half the keys, and a margin so an uneven split rarely grows the table.
         let n = keys.len();
-        let mut index = HashTable::with_capacity(n / 2 + n / 64 + 16);
+        let base = half * HALF_PARTS;
+        // The table, among this half's, of the key in `slot` (none: the other half's).
+        let mine = |slot: usize| {
+            let t = part_of(keys.hash_at(slot)).wrapping_sub(base);
+            (t < HALF_PARTS).then_some(t)
+        };
+        // Table by table, so that each table is in the cache while its keys go in: the slots
+        // of this half grouped by table (a counting sort, in slot order within a table).
+        let mut starts = vec![0u32; HALF_PARTS + 1];
         for slot in 0..n {
-            let h = keys.hash_at(slot);
-            if half_of(h) != half {
-                continue;
-            }
-            let entry = index.entry(
-                h,
-                |&s: &u32| keys.same(s as usize, slot),
-                |&s: &u32| keys.hash_at(s as usize),
-            );
-            match entry {
-                hashbrown::hash_table::Entry::Occupied(_) => return Err(slot),
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    v.insert(slot as u32);
-                }
+            if let Some(t) = mine(slot) {
+                starts[t + 1] += 1;
             }
         }
-        Ok(IndexHalf(index))
+        for p in 0..HALF_PARTS {
+            starts[p + 1] += starts[p];
+        }
+        // With each slot its hash: reading the key again later, table by table, would be a
+        // cache miss a key.
+        let total = starts[HALF_PARTS] as usize;
+        let mut order = vec![0u32; total];
+        let mut hashes = vec![0u64; total];
+        let mut next = starts.clone();
+        for slot in 0..n {
+            let h = keys.hash_at(slot);
+            let t = part_of(h).wrapping_sub(base);
+            if t < HALF_PARTS {
+                let at = next[t] as usize;
+                order[at] = slot as u32;
+                hashes[at] = h;
+                next[t] += 1;
+            }
+        }
+        let mut first_twice: Option<usize> = None;
+        let tables = (0..HALF_PARTS)
+            .map(|p| {
+                let range = starts[p] as usize..starts[p + 1] as usize;
+                let slots = &order[range.clone()];
+                // Below the length at which `insert` grows this table, as a table that got
+                // there by inserts is: else every table would grow at its next insert, all
+                // in the first blocks after the restore.
+                let part = base + p;
+                let cap = slots.len() * 2 * INDEX_PARTS / (INDEX_PARTS + part) + 1;
+                let mut table = HashTable::with_capacity(cap);
+                for (&slot, &h) in slots.iter().zip(&hashes[range]) {
+                    let slot = slot as usize;
+                    let entry = table.entry(
+                        h,
+                        |&s: &u32| keys.same(s as usize, slot),
+                        |&s: &u32| keys.hash_at(s as usize),
+                    );
+                    match entry {
+                        hashbrown::hash_table::Entry::Occupied(_) => {
+                            // The table's first, in slot order; the half's is the least.
+                            first_twice = Some(first_twice.map_or(slot, |f| f.min(slot)));
+                            break;
+                        }
+                        hashbrown::hash_table::Entry::Vacant(v) => {
+                            v.insert(slot as u32);
+                        }
+                    }
+                }
+                table
+            })
+            .collect();
+        match first_twice {
+            Some(slot) => Err(slot),
+            None => Ok(IndexHalf(tables)),
+        }
     }
 
     /// Groups from columns and the index of their key column.
@@ -725,7 +802,7 @@ impl Groups {
     fn find(&self, key: &KeyRef) -> Option<usize> {
         let keys = &self.cols.keys;
         let h = hash_of(key);
-        self.index[half_of(h)]
+        self.index[part_of(h)]
             .find(h, |&s| keys.matches_ref(s as usize, key))
             .map(|&s| s as usize)
     }
@@ -734,7 +811,7 @@ impl Groups {
     fn find_key(&self, key: &Key) -> Option<usize> {
         let keys = &self.cols.keys;
         let h = hash_of(key);
-        self.index[half_of(h)]
+        self.index[part_of(h)]
             .find(h, |&s| keys.matches_key(s as usize, key))
             .map(|&s| s as usize)
     }
@@ -752,7 +829,17 @@ impl Groups {
             m.push(Members::default());
         }
         let keys = &self.cols.keys;
-        self.index[half_of(h)].insert_unique(h, slot as u32, |&s| keys.hash_at(s as usize));
+        let part = part_of(h);
+        let table = &mut self.index[part];
+        // Keys spread evenly over the tables, so left to grow when full they would all
+        // rehash in the same block (every key at once). Table `part` doubles once it is
+        // between half full and full, by its number, so at most about one table in 256 grows
+        // per 1/256 of the way between two sizes.
+        let cap = table.capacity();
+        if table.len() >= cap / 2 + cap * part / (2 * INDEX_PARTS) {
+            table.reserve(cap - table.len() + 1, |&s| keys.hash_at(s as usize));
+        }
+        table.insert_unique(h, slot as u32, |&s| keys.hash_at(s as usize));
         slot
     }
 
@@ -761,13 +848,13 @@ impl Groups {
         let keys = &self.cols.keys;
         let last = keys.len() - 1;
         let h = keys.hash_at(slot);
-        let entry = self.index[half_of(h)]
+        let entry = self.index[part_of(h)]
             .find_entry(h, |&s| s as usize == slot)
             .unwrap_or_else(|_| panic!("group slot {slot} is indexed"));
         entry.remove();
         if slot != last {
             let h = keys.hash_at(last);
-            let moved = self.index[half_of(h)]
+            let moved = self.index[part_of(h)]
                 .find_mut(h, |&s| s as usize == last)
                 .expect("the last group is indexed");
             *moved = slot as u32;
@@ -889,7 +976,7 @@ impl AggregateWindow {
             program,
             globals,
             groups: Groups {
-                index: [HashTable::new(), HashTable::new()],
+                index: empty_index(),
                 cols,
                 last_rows: RowCache::default(),
             },
@@ -1768,6 +1855,70 @@ fn members_result(func: &AggFn, members: Option<&Members>, field: usize, count: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index across many groups: every table grows (staggered), groups are removed from
+    /// all over, and a slot is found by its key throughout; an index built from the key
+    /// column afterwards (as a restore does) finds the same slots.
+    #[test]
+    fn the_index_finds_every_group_across_growth_and_removals() {
+        for ty in [FieldType::Int64, FieldType::String] {
+            let mut g = Groups {
+                index: empty_index(),
+                cols: GroupCols::new(&[ty], &[], true, false),
+                last_rows: RowCache::default(),
+            };
+            let key = |i: u64| -> Key {
+                let v = if ty == FieldType::Int64 {
+                    Value::Int64(i as i64 * 7 - 5000)
+                } else {
+                    Value::str(&format!("k{i}"))
+                };
+                std::iter::once(v).collect()
+            };
+            let n = 150_000u64;
+            let mut live: Vec<u64> = Vec::new();
+            let mut caps = std::collections::BTreeSet::new();
+            for i in 0..n {
+                let slot = g.insert(key(i), &[]);
+                assert_eq!(slot, live.len());
+                live.push(i);
+                if i % 1000 == 999 {
+                    caps.insert(g.index.iter().map(|t| t.capacity()).min());
+                }
+                // Now and then a group goes: the last one moves into its slot.
+                if i % 3 == 2 {
+                    let slot = (i as usize * 7919) % live.len();
+                    g.remove(slot);
+                    live.swap_remove(slot);
+                }
+            }
+            assert!(caps.len() > 3, "the tables grew");
+            assert_eq!(g.len(), live.len());
+            for (slot, &i) in live.iter().enumerate() {
+                assert_eq!(g.find_key(&key(i)), Some(slot), "key {i}");
+            }
+            for i in (0..n).filter(|i| i % 3 == 2).take(1000) {
+                if !live.contains(&i) {
+                    assert_eq!(g.find_key(&key(i)), None, "removed key {i}");
+                }
+            }
+            let rebuilt = Groups::from_parts(
+                Groups::index_keys(&g.cols.keys).expect("no key twice"),
+                g.cols.clone(),
+            );
+            for (slot, &i) in live.iter().enumerate() {
+                assert_eq!(rebuilt.find_key(&key(i)), Some(slot), "rebuilt, key {i}");
+            }
+            // Rebuilt tables are below the length at which an insert grows them, as tables
+            // grown by inserts are: no burst of growth after a restore.
+            for index in [&g.index, &rebuilt.index] {
+                for (part, t) in index.iter().enumerate() {
+                    let cap = t.capacity();
+                    assert!(t.len() <= cap / 2 + cap * part / (2 * INDEX_PARTS));
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_one_value_key_hashes_as_its_key_and_its_row_view() {
