@@ -708,50 +708,34 @@ impl Groups {
     pub fn index_half(keys: &KeyCol, half: usize) -> Result<IndexHalf, usize> {
         let n = keys.len();
         let base = half * HALF_PARTS;
-        // The table, among this half's, of the key in `slot` (none: the other half's).
-        let mine = |slot: usize| {
-            let t = part_of(keys.hash_at(slot)).wrapping_sub(base);
-            (t < HALF_PARTS).then_some(t)
-        };
         // Table by table, so that each table is in the cache while its keys go in: the slots
-        // of this half grouped by table (a counting sort, in slot order within a table).
-        let mut starts = vec![0u32; HALF_PARTS + 1];
-        for slot in 0..n {
-            if let Some(t) = mine(slot) {
-                starts[t + 1] += 1;
-            }
-        }
-        for p in 0..HALF_PARTS {
-            starts[p + 1] += starts[p];
-        }
-        // With each slot its hash: reading the key again later, table by table, would be a
-        // cache miss a key.
-        let total = starts[HALF_PARTS] as usize;
-        let mut order = vec![0u32; total];
-        let mut hashes = vec![0u64; total];
-        let mut next = starts.clone();
+        // of this half grouped by table, in slot order within a table, each with its hash
+        // (reading the key again later, table by table, would be a cache miss a key). One
+        // pass over the keys; a table's list is sized for its share and rarely grows.
+        let share = n / INDEX_PARTS;
+        let guess = share + share / 16 + 16;
+        let mut lists: Vec<(Vec<u32>, Vec<u64>)> = (0..HALF_PARTS)
+            .map(|_| (Vec::with_capacity(guess), Vec::with_capacity(guess)))
+            .collect();
         for slot in 0..n {
             let h = keys.hash_at(slot);
-            let t = part_of(h).wrapping_sub(base);
-            if t < HALF_PARTS {
-                let at = next[t] as usize;
-                order[at] = slot as u32;
-                hashes[at] = h;
-                next[t] += 1;
+            if let Some((slots, hashes)) = lists.get_mut(part_of(h).wrapping_sub(base)) {
+                slots.push(slot as u32);
+                hashes.push(h);
             }
         }
         let mut first_twice: Option<usize> = None;
-        let tables = (0..HALF_PARTS)
-            .map(|p| {
-                let range = starts[p] as usize..starts[p + 1] as usize;
-                let slots = &order[range.clone()];
+        let tables = lists
+            .into_iter()
+            .enumerate()
+            .map(|(p, (slots, hashes))| {
                 // Below the length at which `insert` grows this table, as a table that got
                 // there by inserts is: else every table would grow at its next insert, all
                 // in the first blocks after the restore.
                 let part = base + p;
                 let cap = slots.len() * 2 * INDEX_PARTS / (INDEX_PARTS + part) + 1;
                 let mut table = HashTable::with_capacity(cap);
-                for (&slot, &h) in slots.iter().zip(&hashes[range]) {
+                for (&slot, &h) in slots.iter().zip(&hashes) {
                     let slot = slot as usize;
                     let entry = table.entry(
                         h,
