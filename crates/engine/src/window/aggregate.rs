@@ -732,6 +732,9 @@ impl Groups {
                 // Below the length at which `insert` grows this table, as a table that got
                 // there by inserts is: else every table would grow at its next insert, all
                 // in the first blocks after the restore.
+                if slots.is_empty() {
+                    return HashTable::new();
+                }
                 let part = base + p;
                 let cap = slots.len() * 2 * INDEX_PARTS / (INDEX_PARTS + part) + 1;
                 let mut table = HashTable::with_capacity(cap);
