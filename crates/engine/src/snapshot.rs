@@ -713,6 +713,9 @@ impl<'s> Dec<'s> {
 fn put_pod<T: bytemuck::Pod + Clone>(e: &mut Enc, col: &CowVec<T>) {
     for chunk in col.chunks() {
         e.raw(bytemuck::cast_slice(chunk));
+        // A chunk of 8-byte entries (16 KiB) is buffered, not written straight: without a
+        // flush between chunks the buffer would grow to the whole column.
+        e.maybe_flush();
     }
 }
 
