@@ -171,10 +171,7 @@ fn streaming_holds_no_whole_column() {
         }
     }
     let frozen = e.freeze();
-    let (_, agg) = frozen
-        .windows()
-        .find(|(p, _)| *p == "cq/agg")
-        .unwrap();
+    let (_, agg) = frozen.windows().find(|(p, _)| *p == "cq/agg").unwrap();
     let mut out = Pieces::default();
     agg.write_to(&mut out).unwrap();
     assert!(
