@@ -30,7 +30,7 @@ pub const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 /// By default mimalloc returns freed memory a second after it is freed, and it does so from
 /// whichever thread next asks it for a fresh page: that was the engine's thread, which then
 /// spent 1.5 to 4.5 ms in `madvise` in the middle of a block or of a snapshot's freeze after
-/// a large state had been dropped (docs/benchmarks.md, "The allocator's purge"). Kept, the
+/// a large state had been dropped (docs/benchmarks.md, "Fourth session"). Kept, the
 /// memory is reused by the next growth of the state, and the process's resident size stays
 /// at its high-water mark (docs/operations.md, "Memory").
 pub fn keep_freed_memory() -> bool {

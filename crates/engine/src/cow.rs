@@ -482,6 +482,7 @@ impl<T: Clone> CowVec<T> {
     }
 
     /// Reference counts a clone of this vector takes: its chunks, or its groups of chunks.
+    #[cfg(test)]
     pub fn shared_parts(&self) -> usize {
         match &self.chunks {
             Chunks::Flat(f) => f.len(),

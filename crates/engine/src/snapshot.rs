@@ -29,8 +29,8 @@ const _: () = assert!(
 );
 /// Version of the window-file encoding that is written.
 pub const WINDOW_FILE_VERSION: u16 = 4;
-/// The oldest version read: version 4 only added a column kind (running integer sums), so a
-/// version 3 file decodes as it did.
+/// The oldest version read: version 4 added the key storage byte and two column kinds
+/// (integer sums, running doubles as bits), and a version 3 file decodes as it did.
 pub const OLDEST_WINDOW_FILE_VERSION: u16 = 3;
 
 /// Why a window file cannot be decoded.

@@ -56,15 +56,21 @@ fn engine() -> Engine {
 }
 
 /// Restores the snapshot in `dir` into a fresh engine the way the server does (each window file
-/// decoded while it is read, checksums verified, then swapped in); returns it and the time.
-fn restore(dir: &Path, fingerprint: u64) -> (Engine, Duration) {
+/// decoded while it is read, checksums verified, then swapped in); returns it and the time, or
+/// why the snapshot was refused.
+fn try_restore(dir: &Path) -> Result<(Engine, Duration), String> {
     let mut r = engine();
-    assert_eq!(r.fingerprint(), fingerprint);
     let t = Instant::now();
     let (_, windows) =
-        sluice_runtime::read_snapshot_into(&r, dir, "persist_bench").expect("verified restore");
-    r.finish_restore(windows).expect("every window restored");
-    (r, t.elapsed())
+        sluice_runtime::read_snapshot_into(&r, dir, "persist_bench").map_err(|e| e.to_string())?;
+    r.finish_restore(windows).map_err(|e| e.to_string())?;
+    Ok((r, t.elapsed()))
+}
+
+/// [`try_restore`] of a snapshot this run wrote (of the fingerprint given).
+fn restore(dir: &Path, fingerprint: u64) -> (Engine, Duration) {
+    assert_eq!(engine().fingerprint(), fingerprint);
+    try_restore(dir).expect("the snapshot just written restores")
 }
 
 fn mb(bytes: u64, d: Duration) -> f64 {
@@ -142,8 +148,13 @@ fn restore_in_child(dir: &Path) -> Option<f64> {
 /// The child of [`restore_in_child`]: restores, checks the group count is the snapshot's,
 /// prints the seconds the restore took.
 fn restore_child(dir: &Path) -> ExitCode {
-    let fingerprint = engine().fingerprint();
-    let (r, took) = restore(dir, fingerprint);
+    let (r, took) = match try_restore(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot restore {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let agg = r.window("cq", "byAccount").unwrap();
     if r.row_count(agg) == 0 {
         eprintln!("restored no groups from {}", dir.display());
@@ -343,6 +354,7 @@ fn main() -> ExitCode {
     sluice_alloc::keep_freed_memory();
     let mut keys: Vec<u64> = vec![1_000_000];
     let mut dir: Option<PathBuf> = None;
+    let mut write_to: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -367,9 +379,7 @@ fn main() -> ExitCode {
                     eprintln!("--write-snapshot needs a directory");
                     return ExitCode::from(2);
                 };
-                let (e, _) = built(keys[0]);
-                persist_streamed(&e.freeze(), e.fingerprint(), Path::new(&d));
-                return ExitCode::SUCCESS;
+                write_to = Some(PathBuf::from(d));
             }
             "--restore-child" => {
                 let Some(d) = args.next() else {
@@ -392,6 +402,31 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Some(d) = write_to {
+        let [k] = keys[..] else {
+            eprintln!("--write-snapshot takes one key count (--keys N)");
+            return ExitCode::from(2);
+        };
+        let (e, _) = built(k);
+        let state = snapshot(e.fingerprint(), Default::default()).state;
+        return match sluice_runtime::write_frozen(
+            &d,
+            "persist_bench",
+            e.fingerprint(),
+            &state,
+            &e.freeze(),
+            0,
+        ) {
+            Ok(bytes) => {
+                println!("{k} keys, {bytes} bytes written to {}", d.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("cannot write a snapshot to {}: {err}", d.display());
+                ExitCode::FAILURE
+            }
+        };
     }
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("sluice-persist-bench-{}", std::process::id()))

@@ -175,7 +175,7 @@ fn sum_i64(cur: &mut i64, v: &Value) -> Result<(), ()> {
 
 /// The sums record of a [`AccCol::SumI64`] cell. The count of values is 1 for any group that
 /// has one: a sum's value only asks whether it is zero.
-pub fn sum_record(cell: i64) -> NumAcc {
+fn sum_record(cell: i64) -> NumAcc {
     if cell == NULL_SUM {
         NumAcc::default()
     } else {
