@@ -64,6 +64,7 @@ static GLOBAL: sluice_alloc::MiMalloc = sluice_alloc::MiMalloc;
 
 fn main() -> ExitCode {
     sluice_alloc::keep_freed_memory();
+    sluice_alloc::small_pages_only();
     let args = Args::parse();
     let r = if let Some(w) = &args.print_model {
         Workload::parse(w)

@@ -14,6 +14,7 @@ static GLOBAL: sluice_alloc::MiMalloc = sluice_alloc::MiMalloc;
 
 fn main() -> ExitCode {
     sluice_alloc::keep_freed_memory();
+    sluice_alloc::small_pages_only();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("run") => run::main(&args[2..]),

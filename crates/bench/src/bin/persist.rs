@@ -226,14 +226,21 @@ fn run(keys: u64, dir: &Path) {
         longest.as_secs_f64() * 1e3
     );
 
-    // Longest block wait with no persist going on.
+    // Longest block wait with no persist going on, and the rate of those updates (each event
+    // updates a group of this state: the key index is looked up at random).
     let mut quiet = Duration::ZERO;
+    let t_quiet = Instant::now();
     for i in 0..200 {
         let t = Instant::now();
         e.inject(src, block(keys + i * BLOCK, BLOCK, keys), 0, &mut NullSink)
             .unwrap();
         quiet = quiet.max(t.elapsed());
     }
+    let update_rate = (200 * BLOCK) as f64 / t_quiet.elapsed().as_secs_f64();
+    println!(
+        "  updates of this state: {:.2}M events/s (200 blocks of {BLOCK})",
+        update_rate / 1e6
+    );
     let next = keys + 200 * BLOCK;
 
     // A persist of the project at rest (as of a stopped project): nothing runs beside it.
@@ -309,6 +316,7 @@ fn run(keys: u64, dir: &Path) {
     let (r, restored) = restore(&snap_dir, fingerprint);
     let agg = r.window("cq", "byAccount").unwrap();
     assert_eq!(r.row_count(agg), keys as usize, "restored group count");
+    drop(r);
     println!(
         "  running: pause {:.3} ms; persist {:.3} s (encoded straight into the files, beside the processing) for {:.1} MB ({:.0} MB/s)",
         pause.as_secs_f64() * 1e3,
@@ -334,7 +342,7 @@ fn run(keys: u64, dir: &Path) {
         quiet.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT keys={keys} bytes={bytes} idle_persist_s={:.3} idle_restore_s={:.3} pause_ms={:.3} pause_median_ms={:.3} pause_max_ms={:.3} persist_s={:.3} restore_s={:.3} child_restore_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3}",
+        "RESULT keys={keys} bytes={bytes} idle_persist_s={:.3} idle_restore_s={:.3} pause_ms={:.3} pause_median_ms={:.3} pause_max_ms={:.3} persist_s={:.3} restore_s={:.3} child_restore_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3} updates_per_s={:.0}",
         idle_total.as_secs_f64(),
         idle_restore.as_secs_f64(),
         pause.as_secs_f64() * 1e3,
@@ -344,14 +352,16 @@ fn run(keys: u64, dir: &Path) {
         restored.as_secs_f64(),
         child.unwrap_or(f64::NAN),
         busy.as_secs_f64() * 1e3,
-        quiet.as_secs_f64() * 1e3
+        quiet.as_secs_f64() * 1e3,
+        update_rate,
     );
     let _ = std::fs::remove_dir_all(&snap_dir);
 }
 
 fn main() -> ExitCode {
-    // As the server does (crates/alloc): the allocator keeps freed memory.
+    // As the server does (crates/alloc): the allocator keeps freed memory and 4 KiB pages.
     sluice_alloc::keep_freed_memory();
+    sluice_alloc::small_pages_only();
     let mut keys: Vec<u64> = vec![1_000_000];
     let mut dir: Option<PathBuf> = None;
     let mut write_to: Option<PathBuf> = None;
