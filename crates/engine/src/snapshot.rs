@@ -13,8 +13,8 @@ use sluice_expr::Globals;
 use crate::cow::{CowMap, CowVec, CHUNK};
 use crate::state::{Entry, KeyedStore};
 use crate::window::aggregate::{
-    f64_cell, f64_value, Acc, AccCol, AggregateWindow, GroupCols, GroupIndex, Groups, IntKey,
-    KeyCol, Members, NumAcc,
+    f64_cell, f64_value, Acc, AccCol, AggregateWindow, GroupCols, Groups, IntKey, KeyCol, Members,
+    NumAcc,
 };
 use crate::window::join::{JoinWindow, KeySet};
 use crate::window::WindowImpl;
@@ -1064,19 +1064,16 @@ fn decode_aggregate(d: &mut Dec, a: &mut AggregateWindow) -> DResult<()> {
                 )))
             }
         };
-        // The key index (random access into a table as large as the state) is built, its
-        // two halves on two more threads, while this one decodes the other columns, when
+        // The key index (random access into a table as large as the state) is built on two
+        // more threads (each lists half the keys, then fills half the tables,
+        // `Groups::index_keys_on_two_threads`), while this one decodes the other columns, when
         // there are enough groups for it to pay. Either way the index is the same: keys are
         // inserted in slot order.
         let (index, rest) = if threaded {
             std::thread::scope(|scope| {
-                let h0 = scope.spawn(|| Groups::index_half(&keys, 0));
-                let h1 = scope.spawn(|| Groups::index_half(&keys, 1));
+                let index = scope.spawn(|| Groups::index_keys_on_two_threads(&keys));
                 let rest = decode_group_columns(d, keep_members, n, cols);
-                let index = GroupIndex::from_halves(
-                    h0.join().expect("the index builder does not panic"),
-                    h1.join().expect("the index builder does not panic"),
-                );
+                let index = index.join().expect("the index builder does not panic");
                 (index, rest)
             })
         } else {

@@ -364,17 +364,29 @@ fn a_key_that_appears_twice_is_found_in_large_and_small_columns() {
             Groups::index_keys(&int(&numbers(&[]))).is_ok(),
             "{n} distinct"
         );
-        // Two pairs: the answer is the smaller later slot.
-        let v = numbers(&[(n / 2, n - 3), (10, n / 3)]);
-        assert_eq!(
-            Groups::index_keys(&int(&v)).err(),
-            Some(n / 3),
-            "{n} with duplicates"
-        );
-        assert_eq!(
-            Groups::index_keys(&one(&v)).err(),
-            Some(n / 3),
-            "{n} values"
-        );
+        // Two pairs: the answer is the smaller later slot. The index is built from two lists
+        // (each half of the slots), so pairs within the first half, within the second and
+        // across both are tried; on one thread and on two alike.
+        let half = n / 2;
+        for (pairs, first) in [
+            (vec![(half, n - 3), (10, n / 3)], n / 3),
+            (vec![(half + 1, n - 3), (20, half + 5)], half + 5),
+            (vec![(half + 7, n - 1), (3, 40)], 40),
+        ] {
+            let v = numbers(&pairs);
+            for (how, keys) in [("int", int(&v)), ("values", one(&v))] {
+                assert_eq!(
+                    Groups::index_keys(&keys).err(),
+                    Some(first),
+                    "{n} {how} with duplicates {pairs:?}"
+                );
+                assert_eq!(
+                    Groups::index_keys_on_two_threads(&keys).err(),
+                    Some(first),
+                    "{n} {how} with duplicates {pairs:?}, two threads"
+                );
+            }
+        }
+        assert!(Groups::index_keys_on_two_threads(&int(&numbers(&[]))).is_ok());
     }
 }

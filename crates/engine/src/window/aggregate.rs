@@ -15,7 +15,7 @@ use rustc_hash::FxHasher;
 use sluice_event::{Event, FieldType, Key, Opcode, Row, Value};
 use sluice_expr::{EventInfo, ExprId, Globals, Program};
 
-use crate::cow::CowVec;
+use crate::cow::{CowVec, CHUNK};
 use crate::state::{FxIndexMap, KeyRef};
 
 /// Aggregate functions.
@@ -447,6 +447,38 @@ impl KeyCol {
         }
     }
 
+    /// Calls `f(slot, hash)` for the slots `from..to` in order (`from` on a chunk boundary),
+    /// walking the column a chunk at a time.
+    fn for_each_hash(&self, from: usize, to: usize, mut f: impl FnMut(usize, u64)) {
+        fn walk<T: Clone>(
+            c: &CowVec<T>,
+            from: usize,
+            to: usize,
+            hash: impl Fn(&T) -> u64,
+            f: &mut impl FnMut(usize, u64),
+        ) {
+            debug_assert!(from.is_multiple_of(CHUNK));
+            let mut slot = from;
+            for chunk in c.chunks().skip(from / CHUNK) {
+                let take = chunk.len().min(to - slot);
+                for x in &chunk[..take] {
+                    f(slot, hash(x));
+                    slot += 1;
+                }
+                if slot == to {
+                    break;
+                }
+            }
+        }
+        match self {
+            KeyCol::Int(kind, c) => {
+                walk(c, from, to, |&x| hash_of(&OneKey(&kind.value(x))), &mut f)
+            }
+            KeyCol::One(c) => walk(c, from, to, |x| hash_of(&OneKey(x)), &mut f),
+            KeyCol::Many(c) => walk(c, from, to, hash_of, &mut f),
+        }
+    }
+
     #[inline]
     fn matches_ref(&self, slot: usize, key: &KeyRef) -> bool {
         match self {
@@ -604,10 +636,20 @@ type IndexTables = Box<[HashTable<u32>; INDEX_PARTS]>;
 #[derive(Debug)]
 pub struct GroupIndex(IndexTables);
 
-/// Half the tables of a [`GroupIndex`] (the first or the second 128), built by
-/// [`Groups::index_half`].
+/// Half the tables of a [`GroupIndex`] (the first or the second 128).
 #[derive(Debug)]
 pub struct IndexHalf(Vec<HashTable<u32>>);
+
+/// The slots of a range of a key column with their hashes, by table of the index: each entry
+/// the slot, then the hash's low and high halves (one list a table, so that listing writes to
+/// as few places at once as it can).
+struct IndexLists(Vec<Vec<[u32; 3]>>);
+
+/// Where the slots of `n` groups are split between the two threads that list them: on a
+/// chunk boundary, so each walks whole chunks.
+fn index_split(n: usize) -> usize {
+    n / 2 / CHUNK * CHUNK
+}
 
 impl GroupIndex {
     /// The index from its two halves (0, then 1), or the first slot, in slot order, whose key
@@ -696,63 +738,90 @@ impl RowCache {
 
 impl Groups {
     /// The slot index of a key column (see [`Groups::from_parts`]); fails on a key that
-    /// appears twice (with its slot). Built apart so a restore can build it on other threads
-    /// while it decodes the other columns.
+    /// appears twice (with its slot, the first in slot order). Built apart so a restore can
+    /// build it on other threads while it decodes the other columns
+    /// ([`Groups::index_keys_on_two_threads`]).
     pub fn index_keys(keys: &KeyCol) -> Result<GroupIndex, usize> {
-        GroupIndex::from_halves(Self::index_half(keys, 0), Self::index_half(keys, 1))
+        let mid = index_split(keys.len());
+        let lists = [
+            Self::index_lists(keys, 0, mid),
+            Self::index_lists(keys, mid, keys.len()),
+        ];
+        GroupIndex::from_halves(
+            Self::index_half(keys, &lists, 0),
+            Self::index_half(keys, &lists, 1),
+        )
     }
 
-    /// Half `half` (0 or 1) of the slot index of a key column: the tables of the keys whose
-    /// hash [`part_of`] puts in that half, keys inserted in slot order; fails on the first of
-    /// those keys that appeared before (with its slot).
-    pub fn index_half(keys: &KeyCol, half: usize) -> Result<IndexHalf, usize> {
-        let n = keys.len();
-        let base = half * HALF_PARTS;
-        // Table by table, so that each table is in the cache while its keys go in: the slots
-        // of this half grouped by table, in slot order within a table, each with its hash
-        // (reading the key again later, table by table, would be a cache miss a key). One
-        // pass over the keys; a table's list is sized for its share and rarely grows.
-        let share = n / INDEX_PARTS;
+    /// [`Groups::index_keys`] on this thread and one more: each lists half the slots, then each
+    /// fills half the tables from both lists. The same index, whatever the threads' timing.
+    pub fn index_keys_on_two_threads(keys: &KeyCol) -> Result<GroupIndex, usize> {
+        let mid = index_split(keys.len());
+        let lists = std::thread::scope(|scope| {
+            let second = scope.spawn(|| Self::index_lists(keys, mid, keys.len()));
+            let first = Self::index_lists(keys, 0, mid);
+            [
+                first,
+                second.join().expect("the index lister does not panic"),
+            ]
+        });
+        std::thread::scope(|scope| {
+            let h1 = scope.spawn(|| Self::index_half(keys, &lists, 1));
+            let h0 = Self::index_half(keys, &lists, 0);
+            GroupIndex::from_halves(h0, h1.join().expect("the index builder does not panic"))
+        })
+    }
+
+    /// The slots `from..to` of a key column with their hashes, listed by the table of the index
+    /// each goes to, in slot order: one pass over the keys, a chunk at a time.
+    fn index_lists(keys: &KeyCol, from: usize, to: usize) -> IndexLists {
+        let share = (to - from) / INDEX_PARTS;
         let guess = share + share / 16 + 16;
-        let mut lists: Vec<(Vec<u32>, Vec<u64>)> = (0..HALF_PARTS)
-            .map(|_| (Vec::with_capacity(guess), Vec::with_capacity(guess)))
+        let mut lists: Vec<Vec<[u32; 3]>> = (0..INDEX_PARTS)
+            .map(|_| Vec::with_capacity(guess))
             .collect();
-        for slot in 0..n {
-            let h = keys.hash_at(slot);
-            if let Some((slots, hashes)) = lists.get_mut(part_of(h).wrapping_sub(base)) {
-                slots.push(slot as u32);
-                hashes.push(h);
-            }
-        }
+        keys.for_each_hash(from, to, |slot, h| {
+            lists[part_of(h)].push([slot as u32, h as u32, (h >> 32) as u32]);
+        });
+        IndexLists(lists)
+    }
+
+    /// Half `half` (0 or 1) of the slot index from the lists of the first and of the second
+    /// part of the slots: table by table (so that each table is in the cache while its keys go
+    /// in), keys inserted in slot order; fails on the first key of the half, in slot order,
+    /// that appeared before (with its slot).
+    fn index_half(keys: &KeyCol, lists: &[IndexLists; 2], half: usize) -> Result<IndexHalf, usize> {
+        let base = half * HALF_PARTS;
         let mut first_twice: Option<usize> = None;
-        let tables = lists
-            .into_iter()
-            .enumerate()
-            .map(|(p, (slots, hashes))| {
+        let tables = (base..base + HALF_PARTS)
+            .map(|part| {
+                let len = lists[0].0[part].len() + lists[1].0[part].len();
                 // Below the length at which `insert` grows this table, as a table that got
                 // there by inserts is: else every table would grow at its next insert, all
                 // in the first blocks after the restore.
-                if slots.is_empty() {
+                if len == 0 {
                     return HashTable::new();
                 }
-                let part = base + p;
-                let cap = slots.len() * 2 * INDEX_PARTS / (INDEX_PARTS + part) + 1;
+                let cap = len * 2 * INDEX_PARTS / (INDEX_PARTS + part) + 1;
                 let mut table = HashTable::with_capacity(cap);
-                for (&slot, &h) in slots.iter().zip(&hashes) {
-                    let slot = slot as usize;
-                    let entry = table.entry(
-                        h,
-                        |&s: &u32| keys.same(s as usize, slot),
-                        |&s: &u32| keys.hash_at(s as usize),
-                    );
-                    match entry {
-                        hashbrown::hash_table::Entry::Occupied(_) => {
-                            // The table's first, in slot order; the half's is the least.
-                            first_twice = Some(first_twice.map_or(slot, |f| f.min(slot)));
-                            break;
-                        }
-                        hashbrown::hash_table::Entry::Vacant(v) => {
-                            v.insert(slot as u32);
+                'fill: for l in lists {
+                    for &[slot, lo, hi] in &l.0[part] {
+                        let slot = slot as usize;
+                        let h = u64::from(hi) << 32 | u64::from(lo);
+                        let entry = table.entry(
+                            h,
+                            |&s: &u32| keys.same(s as usize, slot),
+                            |&s: &u32| keys.hash_at(s as usize),
+                        );
+                        match entry {
+                            hashbrown::hash_table::Entry::Occupied(_) => {
+                                // The table's first, in slot order; the half's is the least.
+                                first_twice = Some(first_twice.map_or(slot, |f| f.min(slot)));
+                                break 'fill;
+                            }
+                            hashbrown::hash_table::Entry::Vacant(v) => {
+                                v.insert(slot as u32);
+                            }
                         }
                     }
                 }
@@ -1893,8 +1962,19 @@ mod tests {
                 Groups::index_keys(&g.cols.keys).expect("no key twice"),
                 g.cols.clone(),
             );
+            // As a restore builds it: two threads list half the keys each, then fill half the
+            // tables each; the same tables, table by table, as the build on one thread.
+            let threaded = Groups::from_parts(
+                Groups::index_keys_on_two_threads(&g.cols.keys).expect("no key twice"),
+                g.cols.clone(),
+            );
             for (slot, &i) in live.iter().enumerate() {
                 assert_eq!(rebuilt.find_key(&key(i)), Some(slot), "rebuilt, key {i}");
+                assert_eq!(threaded.find_key(&key(i)), Some(slot), "threaded, key {i}");
+            }
+            for (a, b) in rebuilt.index.iter().zip(threaded.index.iter()) {
+                assert_eq!(a.capacity(), b.capacity());
+                assert_eq!(a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
             }
             // Rebuilt tables are below the length at which an insert grows them, as tables
             // grown by inserts are: no burst of growth after a restore.
