@@ -941,7 +941,10 @@ fn prefault_plan(cols: &GroupCols, n: usize) -> Vec<(BlankKind, usize)> {
 fn prefault(plan: &[(BlankKind, usize)], tx: &std::sync::mpsc::SyncSender<Blank>) {
     fn filled<T: Clone>(v: T) -> Vec<T> {
         let mut c = Vec::with_capacity(CHUNK);
-        c.resize(CHUNK, v);
+        // Opaque to the optimiser: an allocation filled with zeros it can prove are zeros
+        // becomes a zeroed allocation (`calloc`), which the allocator satisfies from fresh
+        // memory without writing it, and then the page faults land on the decoder after all.
+        c.resize(CHUNK, std::hint::black_box(v));
         c
     }
     for &(kind, n) in plan {

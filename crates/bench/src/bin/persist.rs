@@ -117,6 +117,42 @@ fn disk_bandwidth(dir: &Path) -> Option<(f64, f64)> {
     Some((rate(&w)?, rate(&r)?))
 }
 
+/// Reads every file of the snapshot in `dir` with `dd` and direct I/O in 8 MiB requests, as a
+/// restore reads them, and nothing else: the floor of a restore of those very files as the
+/// disk (and the host's caches) hold them now. Seconds, spawning `dd` included.
+fn snapshot_read_alone(dir: &Path) -> Option<f64> {
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                files(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut all = Vec::new();
+    files(dir, &mut all).ok()?;
+    all.sort();
+    let t = Instant::now();
+    for f in &all {
+        let out = Command::new("dd")
+            .args([
+                &format!("if={}", f.display()),
+                "of=/dev/null",
+                "bs=8M",
+                "iflag=direct",
+            ])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+    }
+    Some(t.elapsed().as_secs_f64())
+}
+
 /// How fast this machine hands a process memory it has not used before: 1 GiB allocated and
 /// each 4 KiB page written once, in a child process (so the memory is fresh and the parent's
 /// allocator does not keep it). MB/s.
@@ -308,8 +344,9 @@ fn run(keys: u64, dir: &Path) {
     }
     let (bytes, total) = writer.join().unwrap();
 
-    // Restore in a new process, as a server restarted after a failure does: all its memory is
-    // fresh.
+    // The snapshot's files read alone, then restored in a new process, as a server restarted
+    // after a failure does: all its memory is fresh.
+    let read_alone = snapshot_read_alone(&snap_dir);
     let child = restore_in_child(&snap_dir);
 
     // Restore into a fresh engine.
@@ -329,10 +366,21 @@ fn run(keys: u64, dir: &Path) {
         restored.as_secs_f64(),
         mb(bytes, restored),
     );
+    match read_alone {
+        Some(s) => println!(
+            "  the snapshot's files read alone (dd, direct I/O, 8 MiB): {s:.3} s ({:.0} MB/s)",
+            bytes as f64 / 1e6 / s.max(1e-9)
+        ),
+        None => println!("  the snapshot's files read alone: dd did not run here (no figure)"),
+    }
     match child {
         Some(s) => println!(
-            "  restore in a new process: {s:.3} s ({:.0} MB/s)",
-            bytes as f64 / 1e6 / s.max(1e-9)
+            "  restore in a new process: {s:.3} s ({:.0} MB/s{})",
+            bytes as f64 / 1e6 / s.max(1e-9),
+            match read_alone {
+                Some(r) => format!(", {:.0}% of the read alone", r / s.max(1e-9) * 100.0),
+                None => String::new(),
+            }
         ),
         None => println!("  restore in a new process: did not run here (no figure)"),
     }
@@ -342,7 +390,7 @@ fn run(keys: u64, dir: &Path) {
         quiet.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT keys={keys} bytes={bytes} idle_persist_s={:.3} idle_restore_s={:.3} pause_ms={:.3} pause_median_ms={:.3} pause_max_ms={:.3} persist_s={:.3} restore_s={:.3} child_restore_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3} updates_per_s={:.0}",
+        "RESULT keys={keys} bytes={bytes} idle_persist_s={:.3} idle_restore_s={:.3} pause_ms={:.3} pause_median_ms={:.3} pause_max_ms={:.3} persist_s={:.3} restore_s={:.3} child_restore_s={:.3} read_alone_s={:.3} busy_block_ms={:.3} quiet_block_ms={:.3} updates_per_s={:.0}",
         idle_total.as_secs_f64(),
         idle_restore.as_secs_f64(),
         pause.as_secs_f64() * 1e3,
@@ -351,6 +399,7 @@ fn run(keys: u64, dir: &Path) {
         total.as_secs_f64(),
         restored.as_secs_f64(),
         child.unwrap_or(f64::NAN),
+        read_alone.unwrap_or(f64::NAN),
         busy.as_secs_f64() * 1e3,
         quiet.as_secs_f64() * 1e3,
         update_rate,
