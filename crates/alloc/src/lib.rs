@@ -67,9 +67,10 @@ pub fn keep_freed_memory() -> bool {
 /// a fresh 2 MiB page costs twice as much a byte as 4 KiB pages do (1.0 against 2.3 GB/s on
 /// one thread; the host backs it whole), all of it taken at once by the thread that touches
 /// it. A restore into new memory (a new process after a failure) ran at 0.6–0.8 s with huge
-/// pages and 0.4 s without, at 10M groups; a new group that starts a huge page stalled its
-/// block for 2 MiB's first write. The engine's throughput did not move either way
-/// (docs/benchmarks.md, "Fifth session").
+/// pages and 0.4 s without, at 10M groups; and a block whose new group starts a huge page
+/// waits for 2 MiB's first write (about 2 ms at that rate). The price is the TLB: updates of a
+/// 10M-group state, whose keys are looked up at random, ran about 12% slower; the engine
+/// benchmark, whose state is small, did not move (docs/benchmarks.md, "Fifth session").
 pub fn small_pages_only() -> bool {
     if std::env::var_os(ALLOW_THP_ENV).is_some() {
         return false;
