@@ -645,6 +645,14 @@ pub struct IndexHalf(Vec<HashTable<u32>>);
 /// as few places at once as it can).
 struct IndexLists(Vec<Vec<[u32; 3]>>);
 
+impl IndexLists {
+    /// The lists of the first half of the tables, and of the second.
+    fn halves(mut self) -> (IndexLists, IndexLists) {
+        let second = self.0.split_off(HALF_PARTS);
+        (self, IndexLists(second))
+    }
+}
+
 /// Where the slots of `n` groups are split between the two threads that list them: on a
 /// chunk boundary, so each walks whole chunks.
 fn index_split(n: usize) -> usize {
@@ -743,13 +751,11 @@ impl Groups {
     /// ([`Groups::index_keys_on_two_threads`]).
     pub fn index_keys(keys: &KeyCol) -> Result<GroupIndex, usize> {
         let mid = index_split(keys.len());
-        let lists = [
-            Self::index_lists(keys, 0, mid),
-            Self::index_lists(keys, mid, keys.len()),
-        ];
+        let (a0, a1) = Self::index_lists(keys, 0, mid).halves();
+        let (b0, b1) = Self::index_lists(keys, mid, keys.len()).halves();
         GroupIndex::from_halves(
-            Self::index_half(keys, &lists, 0),
-            Self::index_half(keys, &lists, 1),
+            Self::index_half(keys, [a0, b0], 0),
+            Self::index_half(keys, [a1, b1], 1),
         )
     }
 
@@ -757,17 +763,18 @@ impl Groups {
     /// fills half the tables from both lists. The same index, whatever the threads' timing.
     pub fn index_keys_on_two_threads(keys: &KeyCol) -> Result<GroupIndex, usize> {
         let mid = index_split(keys.len());
-        let lists = std::thread::scope(|scope| {
+        let (first, second) = std::thread::scope(|scope| {
             let second = scope.spawn(|| Self::index_lists(keys, mid, keys.len()));
             let first = Self::index_lists(keys, 0, mid);
-            [
+            (
                 first,
                 second.join().expect("the index lister does not panic"),
-            ]
+            )
         });
+        let ((a0, a1), (b0, b1)) = (first.halves(), second.halves());
         std::thread::scope(|scope| {
-            let h1 = scope.spawn(|| Self::index_half(keys, &lists, 1));
-            let h0 = Self::index_half(keys, &lists, 0);
+            let h1 = scope.spawn(|| Self::index_half(keys, [a1, b1], 1));
+            let h0 = Self::index_half(keys, [a0, b0], 0);
             GroupIndex::from_halves(h0, h1.join().expect("the index builder does not panic"))
         })
     }
@@ -786,16 +793,25 @@ impl Groups {
         IndexLists(lists)
     }
 
-    /// Half `half` (0 or 1) of the slot index from the lists of the first and of the second
-    /// part of the slots: table by table (so that each table is in the cache while its keys go
-    /// in), keys inserted in slot order; fails on the first key of the half, in slot order,
-    /// that appeared before (with its slot).
-    fn index_half(keys: &KeyCol, lists: &[IndexLists; 2], half: usize) -> Result<IndexHalf, usize> {
+    /// Half `half` (0 or 1) of the slot index from the lists of its tables, from the first and
+    /// from the second part of the slots: table by table (so that each table is in the cache
+    /// while its keys go in), keys inserted in slot order; fails on the first key of the half,
+    /// in slot order, that appeared before (with its slot). Each table's lists are freed once
+    /// it is filled, so the next tables can take their memory (not new memory, which costs its
+    /// first write).
+    fn index_half(
+        keys: &KeyCol,
+        mut lists: [IndexLists; 2],
+        half: usize,
+    ) -> Result<IndexHalf, usize> {
         let base = half * HALF_PARTS;
         let mut first_twice: Option<usize> = None;
-        let tables = (base..base + HALF_PARTS)
-            .map(|part| {
-                let len = lists[0].0[part].len() + lists[1].0[part].len();
+        let tables = (0..HALF_PARTS)
+            .map(|i| {
+                let part = base + i;
+                let [l0, l1] = &mut lists;
+                let ours = [std::mem::take(&mut l0.0[i]), std::mem::take(&mut l1.0[i])];
+                let len = ours[0].len() + ours[1].len();
                 // Below the length at which `insert` grows this table, as a table that got
                 // there by inserts is: else every table would grow at its next insert, all
                 // in the first blocks after the restore.
@@ -804,8 +820,8 @@ impl Groups {
                 }
                 let cap = len * 2 * INDEX_PARTS / (INDEX_PARTS + part) + 1;
                 let mut table = HashTable::with_capacity(cap);
-                'fill: for l in lists {
-                    for &[slot, lo, hi] in &l.0[part] {
+                'fill: for l in &ours {
+                    for &[slot, lo, hi] in l {
                         let slot = slot as usize;
                         let h = u64::from(hi) << 32 | u64::from(lo);
                         let entry = table.entry(
