@@ -105,6 +105,12 @@ pub fn compile(project: &ProjectSpec) -> Result<Vec<Node>, Vec<Diagnostic>> {
             ids.insert(cq.windows[wi].name.as_str(), base + k);
         }
         let mut schemas: Vec<Option<Schema>> = vec![None; order.len()];
+        // `insert_only[k]`: no delete or update can ever leave window k, derived from the
+        // whole graph above it once here (a source that accepts only inserts and has no
+        // retention; a copy without retention, a filter, compute or strict union whose inputs
+        // are all insert-only). Every insert-only fast path (running min/max/first/last,
+        // 8-byte integer sums, a stream join's unkept left side) is chosen from this fact,
+        // never from a source's declaration (docs/semantics.md, "What can reach a window").
         let mut insert_only: Vec<bool> = vec![false; order.len()];
         for (k, &wi) in order.iter().enumerate() {
             let w = &cq.windows[wi];
@@ -319,6 +325,10 @@ fn build_window(
                 None
             };
             let retention = retention_of(ctx, w, &schema)?;
+            // What the source accepts (only inserts) is not what it emits: its own retention
+            // emits deletes, so the windows below see deletes (docs/semantics.md,
+            // "What can reach a window").
+            let emits_only_inserts = (*io || *autogen_key) && retention.is_none();
             let store = (!stateless).then(|| KeyedStore::new(retention));
             let imp = WindowImpl::Source(SourceWindow {
                 keys,
@@ -326,7 +336,7 @@ fn build_window(
                 autogen,
                 store,
             });
-            Some((schema, imp, *io || *autogen_key))
+            Some((schema, imp, emits_only_inserts))
         }
         WindowKind::Copy => {
             let schema = input_schema(0)?.clone();
