@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Private test services on loopback: a ZooKeeper server and a nisshi Kafka-protocol broker,
 # each on a free port, with their data in a temporary directory (docs/kafka-brokers.md,
-# ../shared/infra.md). scripts/install-deps.sh installs both.
+# docs/infra.md). scripts/install-deps.sh installs both.
 #
 #   scripts/services.sh start [all|zookeeper|kafka]   start (what is not already running)
 #   scripts/services.sh stop                          stop what start started, remove its data

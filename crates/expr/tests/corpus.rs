@@ -1,4 +1,4 @@
-//! The expressions of the esppy corpus models (`/work/shared/corpus/esppy/*.xml`), copied
+//! The expressions of the esppy corpus models (`corpus/esppy/*.xml`), copied
 //! verbatim (CDATA whitespace included), compiled once and evaluated over rows of the
 //! models' data files.
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_model::*;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../corpus");
 
 fn no_vars(_: &str) -> Option<String> {
     None

@@ -1,7 +1,7 @@
 //! Golden tests over the Core models of the esppy corpus (reference section 7, "Acceptance-
 //! corpus candidates", plus filter_on_opcode and regex as decided in section 8).
 //!
-//! Each model runs IN PLACE from `../shared/corpus/esppy` (publisher files are read there,
+//! Each model runs IN PLACE from `corpus/esppy` (in this repository) (publisher files are read there,
 //! `@ESPTESTDATA@` = that directory; subscriber files go to a temporary directory) through
 //! [`Runner`], and the final contents of every window, rendered as `sluice run` prints them
 //! (`# project/cq/window`, then `I,N,fields` sorted by key), are compared with
@@ -237,7 +237,7 @@ const EMPTY: &[(&str, &str)] = &[("filter_on_opcode_model", "contQuery/filterWin
 fn corpus() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/corpus/esppy"
+        "/../../corpus/esppy"
     ))
 }
 
@@ -428,7 +428,7 @@ fn compare(engine: &Engine, got: &Rendered, want: &Rendered) -> Vec<String> {
 fn corpus_models_give_their_documented_final_contents() {
     assert!(
         corpus().is_dir(),
-        "the corpus is expected at {} (../shared/corpus beside the project)",
+        "the corpus is expected at {} (corpus/ in the repository)",
         corpus().display()
     );
     let update = std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1");

@@ -28,7 +28,7 @@ const MODELS: &[&str] = &[
 ];
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/esppy")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corpus/esppy")
 }
 
 fn runner(model: &str, base: &Path) -> Runner {
@@ -64,7 +64,7 @@ const NOW: i64 = 1_700_000_000_000_000;
 fn every_cut_of_every_golden_model_restores_to_the_same_output() {
     assert!(
         corpus().is_dir(),
-        "the corpus is expected at {} (../shared/corpus beside the project)",
+        "the corpus is expected at {} (corpus/ in the repository)",
         corpus().display()
     );
     let tmp = tempfile::tempdir().unwrap();
