@@ -214,7 +214,7 @@ impl<T> StandbyBuffer<T> {
             None => newest.next(),
         };
         self.gaps += 1;
-        tracing::error!(
+        tracing::error!(target: "esp.failover",
             "Hot failover gap: output {} is lost; the standby buffer (numbufferedmsgs={}) does not reach \
              back to the last output on the topic; publishing the {} buffered block(s) from {}",
             GapRange(last_published, missing_to),
@@ -245,7 +245,7 @@ impl<T> StandbyBuffer<T> {
 
     fn hold_until(&mut self, until: OutputId) -> Takeover<T> {
         self.hold = Some(until);
-        tracing::warn!(
+        tracing::warn!(target: "esp.failover",
             "Hot failover: this instance lags behind the output topic (last output {until}, newest produced here {}); \
              publishing nothing until its output passes {until}",
             self.newest.map_or_else(|| "none".to_string(), |n| n.to_string()),

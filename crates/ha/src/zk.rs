@@ -241,7 +241,7 @@ async fn connect(hosts: &str, session_timeout: Duration) -> Result<zk::Client, H
             hosts: hosts.to_string(),
             source,
         })?;
-    info!(
+    info!(target: "esp.failover",
         "Opened ZooKeeper session {} with {hosts} (session timeout {} ms)",
         client.session_id(),
         client.session_timeout().as_millis()
@@ -315,10 +315,16 @@ impl Worker {
             return;
         }
         match role {
-            Role::Active => info!("Hot failover state switched to active"),
-            Role::Standby => info!("Hot failover state switched to standby"),
-            Role::Unknown if why == LEFT => info!("Hot failover state unknown ({why})"),
-            Role::Unknown => warn!("Hot failover state unknown ({why}): not writing output"),
+            Role::Active => info!(target: "esp.failover", "Hot failover state switched to active"),
+            Role::Standby => {
+                info!(target: "esp.failover", "Hot failover state switched to standby")
+            }
+            Role::Unknown if why == LEFT => {
+                info!(target: "esp.failover", "Hot failover state unknown ({why})")
+            }
+            Role::Unknown => {
+                warn!(target: "esp.failover", "Hot failover state unknown ({why}): not writing output")
+            }
         }
     }
 
@@ -337,7 +343,7 @@ impl Worker {
         let mut s = lock(&self.shared);
         if s.state.watching != path {
             if let Some(p) = &path {
-                info!("Watching zookeeper node {p}");
+                info!(target: "esp.failover", "Watching zookeeper node {p}");
             }
             s.state.watching = path;
         }
@@ -370,7 +376,7 @@ impl Worker {
             })?;
         self.node = format!("{NODE_PREFIX}{seq}");
         let path = self.path_of(&self.node);
-        info!("Created zookeeper node {path}");
+        info!(target: "esp.failover", "Created zookeeper node {path}");
         let mut s = lock(&self.shared);
         s.lease.renew(sent);
         s.sequence = node_sequence(&self.node);
@@ -394,7 +400,7 @@ impl Worker {
                 s.state.rejoins += 1;
             }
             self.set_role(Role::Unknown, &why);
-            warn!("Hot failover: {why}; joining the election again with a new node");
+            warn!(target: "esp.failover", "Hot failover: {why}; joining the election again with a new node");
             if !self.rejoin(&mut stop).await {
                 break;
             }
@@ -417,7 +423,7 @@ impl Worker {
                 _ = &mut *stop => return false,
                 r = attempt => match r {
                     Ok(()) => return true,
-                    Err(e) => warn!("Hot failover: cannot join the election again yet: {e}"),
+                    Err(e) => warn!(target: "esp.failover", "Hot failover: cannot join the election again yet: {e}"),
                 },
             }
             tokio::select! {
@@ -444,10 +450,14 @@ impl Worker {
         if let Some(path) = path {
             match timeout(self.op_timeout(), self.client.delete(&path, None)).await {
                 Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => {
-                    info!("Left the hot failover election: deleted {path}")
+                    info!(target: "esp.failover", "Left the hot failover election: deleted {path}")
                 }
-                Ok(Err(e)) => warn!("Leaving the hot failover election: cannot delete {path}: {e}"),
-                Err(_) => warn!("Leaving the hot failover election: no reply deleting {path}"),
+                Ok(Err(e)) => {
+                    warn!(target: "esp.failover", "Leaving the hot failover election: cannot delete {path}: {e}")
+                }
+                Err(_) => {
+                    warn!(target: "esp.failover", "Leaving the hot failover election: no reply deleting {path}")
+                }
             }
         }
         // Dropping the last client handle sends CloseSession.
@@ -462,33 +472,34 @@ impl Worker {
         let own = self.path_of(&self.node);
         loop {
             let sent = Instant::now();
-            let children =
-                match timeout(self.op_timeout(), self.client.list_children(&self.dir)).await {
-                    Ok(Ok(children)) => {
-                        self.renew(sent);
-                        children
+            let children = match timeout(self.op_timeout(), self.client.list_children(&self.dir))
+                .await
+            {
+                Ok(Ok(children)) => {
+                    self.renew(sent);
+                    children
+                }
+                Ok(Err(e)) if session_lost(&e) => {
+                    return Next::Rejoin(format!("ZooKeeper session lost ({e})"))
+                }
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no reply".to_string(),
+                    };
+                    debug!(target: "esp.failover", "hot failover: listing {} failed: {why}", self.dir);
+                    self.check_lease();
+                    // Wait for something to change before trying again.
+                    tokio::select! {
+                        _ = &mut *stop => return Next::Stop,
+                        s = states.changed() => if s.is_terminated() {
+                            return Next::Rejoin(self.session_ended(s, &own));
+                        },
+                        _ = tick.tick() => {}
                     }
-                    Ok(Err(e)) if session_lost(&e) => {
-                        return Next::Rejoin(format!("ZooKeeper session lost ({e})"))
-                    }
-                    failed => {
-                        let why = match failed {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "no reply".to_string(),
-                        };
-                        debug!("hot failover: listing {} failed: {why}", self.dir);
-                        self.check_lease();
-                        // Wait for something to change before trying again.
-                        tokio::select! {
-                            _ = &mut *stop => return Next::Stop,
-                            s = states.changed() => if s.is_terminated() {
-                                return Next::Rejoin(self.session_ended(s, &own));
-                            },
-                            _ = tick.tick() => {}
-                        }
-                        continue;
-                    }
-                };
+                    continue;
+                }
+            };
             let standing = decide(&self.node, &children);
             let watcher = match &standing {
                 Standing::Lost => return Next::Rejoin(format!("zookeeper node {own} is gone")),
@@ -511,7 +522,7 @@ impl Worker {
                             // A node of this very session (a create whose reply was lost):
                             // remove it, or this member would wait on itself.
                             self.renew(sent);
-                            warn!("Hot failover: deleting {path}, a stray node of this member's own session");
+                            warn!(target: "esp.failover", "Hot failover: deleting {path}, a stray node of this member's own session");
                             let _ =
                                 timeout(self.op_timeout(), self.client.delete(&path, None)).await;
                             continue;
@@ -545,7 +556,7 @@ impl Worker {
                 match watcher {
                     Some(w) => {
                         let event = w.changed().await;
-                        debug!(
+                        debug!(target: "esp.failover",
                             "hot failover: watch fired: {:?} {}",
                             event.event_type, event.path
                         );
@@ -569,7 +580,7 @@ impl Worker {
                         if s.is_terminated() {
                             return Next::Rejoin(self.session_ended(s, &own));
                         }
-                        debug!("hot failover: ZooKeeper session {s:?}");
+                        debug!(target: "esp.failover", "hot failover: ZooKeeper session {s:?}");
                         if s == zk::SessionState::SyncConnected {
                             break;
                         }
@@ -590,7 +601,7 @@ impl Worker {
                             Err(e) if session_lost(&e) => {
                                 return Next::Rejoin(format!("ZooKeeper session lost ({e})"))
                             }
-                            Err(e) => debug!("hot failover: checking {own} failed: {e}"),
+                            Err(e) => debug!(target: "esp.failover", "hot failover: checking {own} failed: {e}"),
                         }
                         if *self.roles.borrow() == Role::Unknown && self.lease().valid(Instant::now()) {
                             break; // the lease is back: decide again

@@ -61,7 +61,7 @@ fn init_log() {
     ONCE.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "sluice_ha=debug,zookeeper_client=warn",
+                "esp.failover=debug,sluice_ha=debug,zookeeper_client=warn",
             ))
             .with_ansi(false)
             .with_writer(|| LogWriter)

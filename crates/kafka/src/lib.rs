@@ -81,6 +81,14 @@ pub enum KafkaError {
         value: String,
         why: String,
     },
+    /// The topic has partitions that a publisher without an explicit `kafkapartition` would
+    /// silently never read.
+    #[error("connector '{connector}': topic '{topic}' has {partitions} partitions and this publisher reads only one: set property 'kafkapartition' to the partition to read (one publisher per partition); reading every partition (kafkapartition=-1) is not supported yet")]
+    UnreadPartitions {
+        connector: String,
+        topic: String,
+        partitions: usize,
+    },
     /// librdkafka refused or failed an operation.
     #[error("connector '{connector}': {what}: {source}")]
     Client {

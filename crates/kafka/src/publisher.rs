@@ -6,8 +6,9 @@
 //! `kafkatopicconfig` (`k=v;k=v` librdkafka settings, applied over Sluice's); `dateformat`,
 //! `transactional`, `addcsvopcode`, `addcsvflags`, `noautogenfield`, `publishwithupsert`,
 //! `ignorecsvparseerrors`, `csvfielddelimiter`, `maxevents` as for the fs connector. One
-//! record is one block, so `blocksize` does not apply. `kafkaconsumergroupid` is ignored (no
-//! consumer group; positions live in snapshots).
+//! record is one block, so `blocksize` does not apply. `kafkaconsumergroupid` is refused (no
+//! consumer group yet; positions live in snapshots). A topic with more than one partition
+//! needs an explicit `kafkapartition`: the other partitions are not read.
 
 use std::fmt;
 use std::time::Duration;
@@ -50,6 +51,10 @@ pub struct PubBatch {
     pub block: EventBlock,
     /// The record's offset.
     pub offset: i64,
+    /// The record's timestamp (CreateTime or LogAppendTime, as the broker gives it) in
+    /// microseconds since the epoch; `None` when the record has none. This is the time the
+    /// engine sees for the block, so that every instance computes the same output.
+    pub timestamp: Option<i64>,
     pub bad: Vec<BadRecord>,
 }
 
@@ -65,7 +70,7 @@ pub enum InitialOffset {
 ///
 /// No consumer group: the partition is assigned at a start offset (a snapshot's position, or
 /// `kafkainitialoffset`), and the position lives in snapshots. Hot failover forbids consumer
-/// groups anyway; `kafkaconsumergroupid` is ignored.
+/// groups anyway; `kafkaconsumergroupid` is refused until consumer groups exist.
 pub struct KafkaPublisher {
     name: String,
     topic: String,
@@ -84,6 +89,8 @@ pub struct KafkaPublisher {
     /// Records read (the message ID without `useoffsetmsgid`).
     records: u64,
     events: u64,
+    /// Partitions of the topic when it was opened.
+    partitions: usize,
 }
 
 fn text_of(payload: &[u8], format: Format) -> String {
@@ -124,6 +131,17 @@ impl KafkaPublisher {
                 "a publisher reads one partition: give its number",
             ));
         }
+        if let Some(group) = spec
+            .prop("kafkaconsumergroupid")
+            .filter(|g| !g.trim().is_empty())
+        {
+            return Err(bad(
+                spec,
+                "kafkaconsumergroupid",
+                group,
+                "consumer groups are not implemented yet: remove the property (the publisher reads the partition named by kafkapartition and keeps its position in snapshots)",
+            ));
+        }
         let initial = match spec.prop("kafkainitialoffset").map(str::trim) {
             None | Some("") => InitialOffset::Smallest,
             Some(t) => match t.to_ascii_lowercase().as_str() {
@@ -159,6 +177,27 @@ impl KafkaPublisher {
         };
         admin::ensure_topic(&c.config, &c.topic, c.partition, OPEN_TIMEOUT)
             .map_err(|e| client_err(&format!("cannot find or create topic '{}'", c.topic), e))?;
+        // A publisher reads one partition: the others' events would never arrive. Without an
+        // explicit `kafkapartition` that is refused; with one, the caller warns
+        // (`unread_partitions`).
+        let partitions = admin::topic_partitions(&c.config, &c.topic, OPEN_TIMEOUT)
+            .map_err(|e| {
+                client_err(
+                    &format!("cannot read the partitions of topic '{}'", c.topic),
+                    e,
+                )
+            })?
+            .unwrap_or(1);
+        let explicit = spec
+            .prop("kafkapartition")
+            .is_some_and(|p| !p.trim().is_empty());
+        if partitions > 1 && !explicit {
+            return Err(KafkaError::UnreadPartitions {
+                connector: c.name.clone(),
+                topic: c.topic.clone(),
+                partitions,
+            });
+        }
         let mut config = c.config.clone();
         config
             .set("enable.auto.commit", "false")
@@ -192,6 +231,7 @@ impl KafkaPublisher {
             start: 0,
             records: 0,
             events: 0,
+            partitions,
         };
         let (low, high) = p.watermarks(OPEN_TIMEOUT)?;
         let start = match (resume, initial) {
@@ -297,6 +337,14 @@ impl KafkaPublisher {
         self.position
     }
 
+    /// The partitions of the topic this publisher does not read (it reads one; the events of
+    /// these never arrive). Empty for a topic of one partition.
+    pub fn unread_partitions(&self) -> Vec<i32> {
+        (0..self.partitions as i32)
+            .filter(|p| *p != self.partition)
+            .collect()
+    }
+
     /// Offsets behind the end of the partition: high watermark − position (asks the broker).
     pub fn lag(&self, timeout: Duration) -> Result<i64, KafkaError> {
         let (_, high) = self.watermarks(timeout)?;
@@ -349,6 +397,11 @@ impl KafkaPublisher {
                 events: Vec::new(),
             },
             offset,
+            timestamp: msg
+                .timestamp()
+                .to_millis()
+                .filter(|ms| *ms >= 0)
+                .map(|ms| ms.saturating_mul(1000)),
             bad: Vec::new(),
         };
         let bad = |text: String, reason: String| BadRecord {

@@ -235,10 +235,7 @@ const CASES: &[Case] = &[
 const EMPTY: &[(&str, &str)] = &[("filter_on_opcode_model", "contQuery/filterWindow")];
 
 fn corpus() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../corpus/esppy"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../corpus/esppy"))
 }
 
 fn expected_path(model: &str) -> PathBuf {

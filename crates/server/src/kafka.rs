@@ -21,7 +21,7 @@ use sluice_engine::WindowId;
 use sluice_event::{Event, MsgId};
 use sluice_ha::{GapRange, OutputId, Role, StandbyBuffer, Takeover, ZkElection};
 use sluice_kafka::{KafkaPublisher, KafkaSubscriber};
-use sluice_model::ConnectorSpec;
+use sluice_model::{ConnectorDirection, ConnectorSpec, ProjectSpec};
 
 /// Default `numbufferedmsgs`.
 pub const DEFAULT_BUFFERED: usize = 10_000;
@@ -166,6 +166,71 @@ impl KafkaPub {
             bad_records: self.bad,
         }
     }
+}
+
+/// The project's active Kafka subscribers with `hotfailover=true`. The direction is the
+/// parsed one, so every form the model accepts counts (`type` property `sub` or `subscribe`,
+/// a `type` attribute on `<connector>`).
+pub fn failover_subscribers(spec: &ProjectSpec) -> impl Iterator<Item = &ConnectorSpec> {
+    spec.contqueries
+        .iter()
+        .flat_map(|cq| cq.windows.iter())
+        .flat_map(|w| w.connectors.iter())
+        .filter(|c| {
+            c.active
+                && c.class == "kafka"
+                && c.direction == ConnectorDirection::Subscribe
+                && c.flag("hotfailover", false)
+        })
+}
+
+/// Hot failover implies offsets as message IDs (docs/failover.md, "Message IDs"). Without
+/// them a Kafka publisher numbers its records from 1 at every open, so a standby that was
+/// stopped and started again (or restored) would number its output differently from the
+/// active. For a project with a hot failover subscriber, this is the publisher spec with
+/// `useoffsetmsgid=true` when the property is unset; an explicit `useoffsetmsgid=false` is
+/// refused with the reason. Other projects get the spec unchanged.
+pub fn publisher_spec(project: &ProjectSpec, c: &ConnectorSpec) -> Result<ConnectorSpec, String> {
+    if c.class != "kafka" || failover_subscribers(project).next().is_none() {
+        return Ok(c.clone());
+    }
+    match c.prop("useoffsetmsgid") {
+        None => {
+            let mut c = c.clone();
+            c.properties
+                .push(("useoffsetmsgid".to_string(), "true".to_string()));
+            Ok(c)
+        }
+        Some(_) if c.flag("useoffsetmsgid", false) => Ok(c.clone()),
+        Some(v) => Err(format!(
+            "property 'useoffsetmsgid' = '{v}': the project has a hot failover subscriber, whose output IDs must be the same on every instance, so its Kafka publishers number blocks by offset: remove the property or set it to true"
+        )),
+    }
+}
+
+/// The Kafka publishers of `project` that get `useoffsetmsgid=true` from its hot failover
+/// subscriber (logged once when the project is loaded).
+pub fn implied_offset_msgids(project: &ProjectSpec) -> Vec<String> {
+    if failover_subscribers(project).next().is_none() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for cq in &project.contqueries {
+        for w in &cq.windows {
+            for c in &w.connectors {
+                if c.class == "kafka"
+                    && c.direction == ConnectorDirection::Publish
+                    && c.prop("useoffsetmsgid").is_none()
+                {
+                    out.push(format!(
+                        "{}/{}/{}/{}",
+                        project.name, cq.name, w.name, c.name
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Hot failover settings of a subscriber (`hotfailover=true`).
@@ -498,3 +563,60 @@ impl KafkaSub {
 
 /// Shared between a project thread (writer) and REST (readers).
 pub type SharedStatus = Arc<Mutex<KafkaStatus>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(sub_props: &str, pub_props: &str) -> ProjectSpec {
+        let xml = format!(
+            "<project name='p' pubsub='none'><contqueries><contquery name='cq'><windows>\
+             <window-source name='s'><schema-string>id*:int64</schema-string><connectors>\
+             <connector class='kafka' name='in'><properties><property name='type'>pub</property>{pub_props}\
+             <property name='kafkahostport'>127.0.0.1:9</property><property name='kafkatopic'>i</property></properties></connector>\
+             <connector class='kafka' name='out'><properties><property name='type'>subscribe</property>{sub_props}\
+             <property name='kafkahostport'>127.0.0.1:9</property><property name='kafkatopic'>o</property></properties></connector>\
+             </connectors></window-source></windows></contquery></contqueries></project>"
+        );
+        sluice_model::parse_project(&xml, &|_| None).expect("model parses")
+    }
+
+    fn input(p: &ProjectSpec) -> &ConnectorSpec {
+        &p.contqueries[0].windows[0].connectors[0]
+    }
+
+    const HA: &str = "<property name='hotfailover'>true</property><property name='zookeeperhostport'>z:1</property>";
+
+    #[test]
+    fn hot_failover_implies_offsets_as_message_ids() {
+        let p = model(HA, "");
+        assert_eq!(implied_offset_msgids(&p), vec!["p/cq/s/in".to_string()]);
+        let c = publisher_spec(&p, input(&p)).unwrap();
+        assert_eq!(c.prop("useoffsetmsgid"), Some("true"));
+        // Set explicitly: nothing implied, kept as is.
+        let p = model(HA, "<property name='useoffsetmsgid'>true</property>");
+        assert!(implied_offset_msgids(&p).is_empty());
+        assert_eq!(
+            publisher_spec(&p, input(&p))
+                .unwrap()
+                .prop("useoffsetmsgid"),
+            Some("true")
+        );
+        // Explicitly off: refused, naming the property.
+        let p = model(HA, "<property name='useoffsetmsgid'>false</property>");
+        let e = publisher_spec(&p, input(&p)).unwrap_err();
+        assert!(
+            e.contains("'useoffsetmsgid'") && e.contains("hot failover"),
+            "{e}"
+        );
+        // Without hot failover nothing changes.
+        let p = model("", "");
+        assert!(implied_offset_msgids(&p).is_empty());
+        assert_eq!(
+            publisher_spec(&p, input(&p))
+                .unwrap()
+                .prop("useoffsetmsgid"),
+            None
+        );
+    }
+}

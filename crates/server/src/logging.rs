@@ -21,7 +21,8 @@ pub const LOGGERS: [&str; 7] = [
     "esp.failover",
 ];
 
-/// Loggers whose level also drives the log lines of a library crate (its tracing target).
+/// Loggers whose level also drives the log lines of a library crate (its tracing target);
+/// sluice-ha logs under `esp.failover` itself, the alias covers anything logged by module path.
 const ALIASES: [(&str, &str); 1] = [("esp.failover", "sluice_ha")];
 
 /// Levels a logger accepts.

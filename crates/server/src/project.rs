@@ -217,6 +217,9 @@ pub fn spawn(
         .map(|n| format!("{}/{}", spec.name, n.path))
         .collect();
     let name = spec.name.clone();
+    for p in crate::kafka::implied_offset_msgids(&spec) {
+        tracing::info!(target: "esp.connectors", "connector {p}: useoffsetmsgid=true (implied by the project's hot failover subscriber: output IDs must be the same on every instance)");
+    }
     let heartbeat = Duration::from_secs(u64::from(spec.heartbeat_interval_secs.max(1)));
     let status = SharedStatus::default();
     let mut t = ProjectThread {
@@ -355,6 +358,16 @@ const KAFKA_WAIT: Duration = Duration::from_millis(5);
 
 impl ProjectThread {
     /// The time handed to the engine with a block: the clock's, when the project can use it.
+    /// The engine time of a block read from Kafka: the record's timestamp (0 for a record
+    /// without one, which time-based retention then never removes on its own).
+    fn kafka_block_time(&self, record: Option<i64>) -> i64 {
+        if self.reads_clock {
+            record.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     fn block_time(&self) -> i64 {
         if self.reads_clock {
             sluice_runtime::now_micros()
@@ -403,7 +416,9 @@ impl ProjectThread {
             let now = Instant::now();
             if now >= next_beat {
                 next_beat = now + self.heartbeat;
-                if self.running {
+                // With Kafka input, time advances with the records only (pump_kafka): a
+                // wall-clock heartbeat would make a replaying instance differ from the live one.
+                if self.running && self.kpubs.is_empty() {
                     self.engine
                         .advance_time(sluice_runtime::now_micros(), &mut self.sink);
                     self.flush_subscribers();
@@ -463,9 +478,16 @@ impl ProjectThread {
                 p.events += n;
                 self.injected += n;
                 let window = p.window;
+                // Time comes with the record (docs/semantics.md, "Time"): the block and the
+                // time-based retention it triggers see the record's timestamp, never the
+                // wall clock, so every instance, live or replaying, computes the same output.
+                let time = self.kafka_block_time(batch.timestamp);
                 let _ = self
                     .engine
-                    .inject(window, batch.block, self.block_time(), &mut self.sink);
+                    .inject(window, batch.block, time, &mut self.sink);
+                if self.reads_clock {
+                    self.engine.advance_time(time, &mut self.sink);
+                }
             }
         }
         if got {
@@ -937,8 +959,19 @@ impl ProjectThread {
             match c.direction {
                 ConnectorDirection::Publish if kafka => {
                     let resume = self.resume_kafka.get(&full).map(|(_, _, o)| *o);
+                    let c = match crate::kafka::publisher_spec(&self.spec, &c) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            errors.push(format!("{full}: {e}"));
+                            continue;
+                        }
+                    };
                     match KafkaPublisher::open(&c, &node.schema, self.autogen(id), resume) {
                         Ok(p) => {
+                            let unread = p.unread_partitions();
+                            if !unread.is_empty() {
+                                tracing::warn!(target: "esp.connectors", "connector {full}: topic '{}' has {} partitions and this publisher reads only partition {}: the events of partition(s) {unread:?} are not read by this project", p.topic(), unread.len() + 1, p.partition());
+                            }
                             match resume {
                                 Some(at) => {
                                     tracing::info!(target: "esp.connectors", "connector {full}: resuming topic '{}' partition {} at offset {at} (from the snapshot or the last stop)", p.topic(), p.partition())
@@ -1138,6 +1171,13 @@ impl ProjectThread {
             if p.done {
                 continue;
             }
+            let (t0, e0) = p.rate_mark;
+            let secs = now.duration_since(t0).as_secs_f64().max(1e-3);
+            let rate = ((p.events - e0) as f64 / secs).round() as u64;
+            tracing::info!(target: "esp.connectors", "connector {}: current publish rate: {rate} events/sec", p.name);
+            p.rate_mark = (now, p.events);
+        }
+        for p in &mut self.kpubs {
             let (t0, e0) = p.rate_mark;
             let secs = now.duration_since(t0).as_secs_f64().max(1e-3);
             let rate = ((p.events - e0) as f64 / secs).round() as u64;

@@ -101,16 +101,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The election settings of the project's first hot failover Kafka subscriber.
 fn failover_of(spec: &ProjectSpec) -> Option<FailoverSpec> {
-    spec.contqueries
-        .iter()
-        .flat_map(|cq| cq.windows.iter())
-        .flat_map(|w| w.connectors.iter())
-        .filter(|c| c.active && c.class == "kafka" && c.prop("type").map(str::trim) == Some("sub"))
-        .find_map(|c| FailoverSpec::of(c).ok().flatten())
+    crate::kafka::failover_subscribers(spec).find_map(|c| FailoverSpec::of(c).ok().flatten())
 }
 
-/// `--restore-from DIR`: loads each `--model` project without starting it, restores the newest
-/// snapshot under `DIR/<project>` that verifies and whose Kafka offsets the broker still holds
+/// `--restore-from DIR`: loads each `--model` project without starting it, restores `DIR` itself
+/// when it is one snapshot (`DIR/MANIFEST`), else the newest snapshot under `DIR/<project>`
+/// that verifies and whose Kafka offsets the broker still holds
 /// (warning about each newer one skipped, with the reason), then starts it and its connectors.
 /// Fails, listing every reason, when no snapshot of a project is usable.
 pub async fn restore_startup_models(st: &AppState, dir: &Path) -> Result<usize, String> {
@@ -129,8 +125,19 @@ pub async fn restore_startup_models(st: &AppState, dir: &Path) -> Result<usize, 
             )
             .await
             .map_err(|e| format!("project {name}: {e}"))?;
-        let parent = dir.join(&name);
-        let candidates = snapshot_dirs(&parent);
+        // `DIR` is one snapshot (the seed's layout, `DIR/MANIFEST`) or the scheduled layout
+        // (`DIR/<project>/<time>-<seq>`, newest first).
+        let single = dir.join("MANIFEST").is_file();
+        let parent = if single {
+            dir.to_path_buf()
+        } else {
+            dir.join(&name)
+        };
+        let candidates = if single {
+            vec![dir.to_path_buf()]
+        } else {
+            snapshot_dirs(&parent)
+        };
         let mut reasons = Vec::new();
         let mut restored = None;
         for d in candidates {
@@ -362,6 +369,39 @@ mod tests {
             snapshot_name(Duration::from_secs(951_782_400), 0),
             "20000229T000000.000Z-000000"
         );
+    }
+
+    /// A model whose one Kafka subscriber has hot failover, its direction written as `dir`
+    /// (a property element or an attribute on `<connector>`).
+    fn failover_model(dir: &str) -> ProjectSpec {
+        let (attr, prop) = match dir.strip_prefix("attr:") {
+            Some(a) => (format!(" type='{a}'"), String::new()),
+            None => (
+                String::new(),
+                format!("<property name='type'>{dir}</property>"),
+            ),
+        };
+        let xml = format!(
+            "<project name='p' pubsub='none'><contqueries><contquery name='cq'><windows>\
+             <window-source name='s'><schema-string>id*:int64</schema-string><connectors>\
+             <connector class='kafka' name='out'{attr}><properties>{prop}\
+             <property name='kafkahostport'>127.0.0.1:9</property><property name='kafkatopic'>t</property>\
+             <property name='hotfailover'>true</property><property name='zookeeperhostport'>127.0.0.1:2181</property>\
+             </properties></connector></connectors></window-source></windows></contquery></contqueries></project>"
+        );
+        sluice_model::parse_project(&xml, &|_| None).expect("model parses")
+    }
+
+    /// Every way the model parser accepts to write a subscriber's direction makes the
+    /// project one with hot failover, so only a standby takes scheduled persists.
+    #[test]
+    fn failover_is_found_whatever_the_direction_form() {
+        for dir in ["sub", "subscribe", " sub ", "attr:sub", "attr:subscribe"] {
+            let fo = failover_of(&failover_model(dir));
+            assert!(fo.is_some(), "direction written as {dir:?}");
+            assert_eq!(fo.unwrap().hosts, "127.0.0.1:2181");
+        }
+        assert!(failover_of(&failover_model("pub")).is_none());
     }
 
     #[test]

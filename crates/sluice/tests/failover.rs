@@ -251,3 +251,88 @@ fn too_small_buffer_is_reported_as_gap() {
     wait_for(Duration::from_secs(60), "input written", || prod.finished());
     prod.join();
 }
+
+/// The seed's cycle on a model that leaves two things implicit: wall-clock retention
+/// (`bytime_sliding` without a field) on the source, and no `useoffsetmsgid` on the Kafka
+/// publisher. Time comes with the Kafka record and hot failover implies offsets as message
+/// IDs, so a standby that was stopped, persisted and started again, and a third instance
+/// restored from that snapshot that catches up, number and compute their output exactly as an
+/// instance that never failed: the output topic, after kill -9 of the active while input
+/// flows, equals the offline computation from the input records and their timestamps.
+#[test]
+fn seed_cycle_with_wall_clock_retention_and_implied_offset_ids() {
+    let Some(mut t) = setup("time", 10_000) else {
+        return;
+    };
+    let before = t.xml.clone();
+    t.xml = t
+        .xml
+        .replace("<property name=\"useoffsetmsgid\">true</property>", "")
+        .replace(
+            "<schema-string>id*:int64,sym:string,qty:int64</schema-string>",
+            "<schema-string>id*:int64,sym:string,qty:int64</schema-string>\
+             <retention type=\"bytime_sliding\">1 seconds</retention>",
+        );
+    assert_ne!(t.xml, before);
+    assert!(!t.xml.contains("useoffsetmsgid") && t.xml.contains("bytime_sliding"));
+    let mut insts = t.cluster(2);
+    assert!(
+        insts[0].log_has("useoffsetmsgid=true (implied by the project's hot failover subscriber"),
+        "{}",
+        insts[0].log_text()
+    );
+    const COUNT: u64 = 1500;
+    let prod = InputProducer::start(&t.s.brokers, &t.input, COUNT, 250);
+    wait_for(Duration::from_secs(20), "some input", || {
+        prod.written.load(std::sync::atomic::Ordering::Relaxed) > 300
+    });
+    // The seed's runbook on the standby.
+    let snap = t.dir.join("snap").display().to_string();
+    let s1 = &insts[1];
+    s1.put_ok("projects/fo/state?value=stopped", "");
+    s1.put_ok(
+        &format!("projects/fo/state?value=persisted&path={snap}"),
+        "",
+    );
+    s1.put_ok("projects/fo/state?value=running", "");
+    s1.put_ok("projects/fo/state?value=connectorsStarted", "");
+    wait_for(Duration::from_secs(15), "s1 standby again", || {
+        s1.status().contains("role=\"standby\"")
+    });
+    // A third instance restored from that snapshot catches up from its offsets.
+    let s2 = t.start("s2");
+    s2.put_ok("projects/fo?start=false&connectors=false", &t.xml);
+    s2.put_ok(&format!("projects/fo/state?value=restored&path={snap}"), "");
+    s2.put_ok("projects/fo/state?value=running", "");
+    s2.put_ok("projects/fo/state?value=connectorsStarted", "");
+    insts.push(s2);
+    wait_for(Duration::from_secs(15), "s2 standby", || {
+        insts[2].status().contains("role=\"standby\"")
+    });
+    insts[0].kill();
+    wait_for(Duration::from_secs(15), "s1 active", || insts[1].primary());
+    wait_for(Duration::from_secs(60), "input written", || prod.finished());
+    prod.join();
+    t.check_exactly_once(&insts, COUNT as usize);
+    // Retention removed rows: the last counts per symbol add up to fewer than the input.
+    let out = read_topic(&t.s.brokers, &t.output);
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &out {
+        for line in String::from_utf8_lossy(&r.payload).lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() < 4 {
+                continue;
+            }
+            if f[0].eq_ignore_ascii_case("d") {
+                counts.remove(f[2]);
+            } else {
+                counts.insert(f[2].to_string(), f[3].parse::<u64>().unwrap_or(0));
+            }
+        }
+    }
+    let held: u64 = counts.values().sum();
+    assert!(
+        held < COUNT,
+        "retention never removed a row ({held} of {COUNT} held): the test does not exercise time"
+    );
+}

@@ -355,3 +355,75 @@ fn sigterm_stops_the_server_gracefully() {
     assert!(log.contains("terminated (SIGTERM): stopping"), "{log}");
     assert!(log.contains("server stopped"), "{log}");
 }
+
+/// `--restore-from DIR` where DIR is one snapshot (the seed's layout, `DIR/MANIFEST`, as a
+/// REST persist writes it), not the scheduled layout `DIR/<project>/<time>-<seq>`.
+#[test]
+fn restore_from_accepts_one_snapshot_directory() {
+    let dir = tempdir("restore-one");
+    std::fs::write(dir.join("model.xml"), MODEL).unwrap();
+    std::fs::write(
+        dir.join("readings.csv"),
+        "i,n,1,alpha,1.5\ni,n,2,beta,2\ni,n,3,alpha,3\n",
+    )
+    .unwrap();
+    let snap = dir.join("snap");
+    let before = {
+        let srv = start_server(&dir, &["--model", "model.xml"]);
+        let u = srv.url.clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let w = ok(&["-url", &format!("{u}/windows/dstatkafka/cq1/readings")]);
+            if w.contains("count=\"3\"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the file was not read: {w}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok(&[
+            "-url",
+            &format!(
+                "{u}/projects/dstatkafka/state?value=persisted&path={}",
+                snap.display()
+            ),
+            "-put",
+        ]);
+        ok(&["-url", &format!("{u}/events/dstatkafka/cq1/byHost")])
+    };
+    assert!(snap.join("MANIFEST").is_file());
+    assert!(before.contains("alpha"), "{before}");
+    // The file grows while the server is down; the restored publisher resumes after line 3.
+    std::fs::write(
+        dir.join("readings.csv"),
+        "i,n,1,alpha,1.5\ni,n,2,beta,2\ni,n,3,alpha,3\ni,n,4,beta,10\n",
+    )
+    .unwrap();
+    let srv = start_server(
+        &dir,
+        &[
+            "--model",
+            "model.xml",
+            "--restore-from",
+            &snap.display().to_string(),
+        ],
+    );
+    let u = srv.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = ok(&["-url", &format!("{u}/windows/dstatkafka/cq1/readings")]);
+        if w.contains("count=\"4\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not restored and resumed: {w}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = ok(&["-url", &format!("{u}/events/dstatkafka/cq1/byHost")]);
+    assert!(
+        after.contains("<host key=\"true\">beta</host><n>2</n><total>12</total>"),
+        "{after}"
+    );
+    assert!(
+        after.contains("<host key=\"true\">alpha</host><n>2</n><total>4.5</total>"),
+        "{after}"
+    );
+}

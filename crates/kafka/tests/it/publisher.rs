@@ -377,3 +377,38 @@ fn configuration_errors_name_the_property() {
         Some(1)
     );
 }
+
+/// A topic with more partitions than the publisher reads: without an explicit
+/// `kafkapartition` the open is refused naming the topic, its partition count and the
+/// property; with one it opens and names the partitions it leaves unread.
+/// `kafkaconsumergroupid` is refused (consumer groups are not implemented).
+#[test]
+fn unread_partitions_are_refused_or_named() {
+    let b = broker!("unread_partitions_are_refused_or_named");
+    let t = topic("pub-parts");
+    admin::create_topic(&config(&b), &t, 3, T).expect("create a 3-partition topic");
+    let s = spec("p3", Publish, &[("kafkahostport", &b), ("kafkatopic", &t)]);
+    let e = KafkaPublisher::open(&s, &schema(), None, None)
+        .err()
+        .expect("refused without kafkapartition")
+        .to_string();
+    assert!(
+        e.contains(&format!("topic '{t}' has 3 partitions")) && e.contains("'kafkapartition'"),
+        "{e}"
+    );
+    let p = open(&b, &t, &[("kafkapartition", "1")], None).expect("explicit partition opens");
+    assert_eq!(p.partition(), 1);
+    assert_eq!(p.unread_partitions(), vec![0, 2]);
+    let one = topic("pub-parts-one");
+    create(&b, &one);
+    let p = open(&b, &one, &[], None).expect("one partition");
+    assert!(p.unread_partitions().is_empty());
+    let e = open(&b, &one, &[("kafkaconsumergroupid", "g1")], None)
+        .err()
+        .expect("consumer group refused")
+        .to_string();
+    assert!(
+        e.contains("property 'kafkaconsumergroupid'") && e.contains("not implemented"),
+        "{e}"
+    );
+}

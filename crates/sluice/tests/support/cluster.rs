@@ -531,6 +531,8 @@ pub struct Rec {
     pub offset: i64,
     pub id: Option<String>,
     pub payload: Vec<u8>,
+    /// The record's timestamp in microseconds (what the engine sees as its time).
+    pub time: Option<i64>,
 }
 
 /// Every record of partition 0 of `topic`, from the start to the high watermark now.
@@ -562,6 +564,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Rec> {
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             });
             out.push(Rec {
+                time: m.timestamp().to_millis().map(|ms| ms * 1000),
                 offset: m.offset(),
                 id,
                 payload: m.payload().unwrap_or(&[]).to_vec(),
@@ -608,7 +611,17 @@ pub fn expected_output(xml: &str, input: &[Rec]) -> Vec<(String, Vec<u8>)> {
             transactional: false,
             events,
         };
-        eng.inject(src, block, 0, &mut sink).expect("inject");
+        // The server's rule: a Kafka block's time is its record's timestamp, and time-based
+        // retention advances with it.
+        let time = if eng.reads_clock() {
+            r.time.unwrap_or(0)
+        } else {
+            0
+        };
+        eng.inject(src, block, time, &mut sink).expect("inject");
+        if eng.reads_clock() {
+            eng.advance_time(time, &mut sink);
+        }
     }
     let mut last: Option<OutputId> = None;
     let mut expected = Vec::new();
