@@ -20,7 +20,7 @@ use crate::filter::Filter;
 use crate::logging;
 use crate::project::{Cmd, ProjectInfo};
 use crate::registry::{self, LoadOptions, ProjectView};
-use crate::reply::{ApiError, Elem, Format, Reply};
+use crate::reply::{cut, ApiError, Elem, Format, Reply};
 use crate::AppState;
 
 /// The two roots the API answers under.
@@ -559,9 +559,10 @@ fn project_elem(name: &str, v: &ProjectView) -> Elem {
 fn name_filter(q: &Query) -> Result<(Option<Vec<String>>, Option<Filter>), ApiError> {
     let names = param(q, "name").map(|n| n.split('|').map(str::to_string).collect());
     let filter = match param(q, "filter") {
-        Some(f) if !f.trim().is_empty() => {
-            Some(Filter::parse(f).map_err(|e| ApiError::bad(format!("filter '{f}': {e}")))?)
-        }
+        Some(f) if !f.trim().is_empty() => Some(
+            Filter::parse(f)
+                .map_err(|e| ApiError::bad(format!("filter '{}': {e}", cut(f, 200))))?,
+        ),
         _ => None,
     };
     Ok((names, filter))
@@ -796,7 +797,7 @@ fn parse_filter(q: &Query, name: &str) -> Result<Option<Filter>, ApiError> {
     match param(q, name) {
         Some(f) if !f.trim().is_empty() => Filter::parse(f)
             .map(Some)
-            .map_err(|e| ApiError::bad(format!("{name} '{f}': {e}"))),
+            .map_err(|e| ApiError::bad(format!("{name} '{}': {e}", cut(f, 200)))),
         _ => Ok(None),
     }
 }

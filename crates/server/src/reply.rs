@@ -232,6 +232,14 @@ impl Elem {
     }
 }
 
+/// Request input quoted in a reply: at most `max` characters, then `…` and how many more.
+pub fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}… ({} more characters)", &s[..i], s[i..].chars().count()),
+    }
+}
+
 /// Escapes element text.
 pub fn escape(s: &str, out: &mut String) {
     for c in s.chars() {
