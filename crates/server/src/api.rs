@@ -665,18 +665,108 @@ async fn load(st: &AppState, name: &str, q: &Query, body: &Bytes) -> Result<Repl
         connectors: flag(q, "connectors", true)?,
     };
     let text = match param(q, "projectUrl") {
-        Some(url) if body.is_empty() => read_url(url)?,
+        Some(url) if body.is_empty() => read_named_file(st, "projectUrl", url).await?,
         _ => body_text(body)?.to_string(),
     };
     let spec = registry::parse_for_load(name, &text)?;
     Ok(Reply::Message(st.registry.load(spec, opts).await?))
 }
 
-fn read_url(url: &str) -> Result<String, ApiError> {
-    let path = url
-        .strip_prefix("file://")
-        .ok_or_else(|| ApiError::bad(format!("URL '{url}' is not supported: use file://PATH")))?;
-    std::fs::read_to_string(path).map_err(|e| ApiError::bad(format!("cannot read '{path}': {e}")))
+/// Longest time a file named by a request (`eventUrl=`, `projectUrl=`) may take to read.
+pub const FILE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the file named by `param=file://PATH` off the async workers, within
+/// [`FILE_READ_TIMEOUT`] and `--max-body`, as its request body would be read. Only regular
+/// files are read: a FIFO, a device or a directory is refused without waiting on it.
+async fn read_named_file(st: &AppState, param: &str, url: &str) -> Result<String, ApiError> {
+    let path = url.strip_prefix("file://").ok_or_else(|| {
+        ApiError::bad(format!(
+            "{param} '{}' is not supported: use file://PATH",
+            cut(url, 200)
+        ))
+    })?;
+    let path = PathBuf::from(path);
+    let max = st.cfg.max_body;
+    let shown = path.display().to_string();
+    let read = tokio::task::spawn_blocking(move || read_regular_file(&path, max));
+    match tokio::time::timeout(FILE_READ_TIMEOUT, read).await {
+        Ok(Ok(r)) => r.map_err(|e| e.named(param, &shown, max)),
+        Ok(Err(e)) => Err(ApiError::new(500, format!("reading {param} '{shown}' failed: {e}"))),
+        Err(_) => Err(ApiError::new(
+            408,
+            format!(
+                "{param} '{shown}' took longer than {} s to read: name a regular local file, or send its content as the body",
+                FILE_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Why a file named by a request was not read.
+#[derive(Debug)]
+enum FileRefusal {
+    Io(std::io::Error),
+    NotRegular(&'static str),
+    TooLarge(u64),
+    NotUtf8,
+}
+
+impl FileRefusal {
+    fn named(self, param: &str, path: &str, max: usize) -> ApiError {
+        match self {
+            FileRefusal::Io(e) => ApiError::bad(format!("{param}: cannot read '{path}': {e}")),
+            FileRefusal::NotRegular(kind) => ApiError::bad(format!(
+                "{param}: '{path}' is {kind}, not a regular file: name a regular file"
+            )),
+            FileRefusal::TooLarge(len) => ApiError::new(
+                413,
+                format!(
+                    "{param}: '{path}' holds {len} bytes or more, over the limit of {max} bytes (server option --max-body)"
+                ),
+            ),
+            FileRefusal::NotUtf8 => {
+                ApiError::bad(format!("{param}: '{path}' is not UTF-8 text"))
+            }
+        }
+    }
+}
+
+/// Opens without blocking (a FIFO with no writer would block the open itself), then reads
+/// only when the opened file is a regular one, at most `max` bytes.
+fn read_regular_file(path: &Path, max: usize) -> Result<String, FileRefusal> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(FileRefusal::Io)?;
+    let meta = f.metadata().map_err(FileRefusal::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        return Err(FileRefusal::NotRegular(if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "a special file"
+        }));
+    }
+    if meta.len() > max as u64 {
+        return Err(FileRefusal::TooLarge(meta.len()));
+    }
+    let mut buf = Vec::new();
+    f.take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(FileRefusal::Io)?;
+    if buf.len() > max {
+        return Err(FileRefusal::TooLarge(buf.len() as u64));
+    }
+    String::from_utf8(buf).map_err(|_| FileRefusal::NotUtf8)
 }
 
 async fn project_state(st: &AppState, name: &str, q: &Query) -> Result<Reply, ApiError> {
@@ -969,7 +1059,7 @@ async fn window_state(
         )));
     }
     let text = match param(q, "eventUrl") {
-        Some(url) => read_url(url)?,
+        Some(url) => read_named_file(st, "eventUrl", url).await?,
         None => body_text(body)?.to_string(),
     };
     if text.trim().is_empty() {

@@ -3,6 +3,7 @@
 mod http;
 mod persist;
 mod pubsub;
+mod safety;
 mod ws;
 
 use std::path::PathBuf;
