@@ -369,6 +369,9 @@ fn server_info(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
         if let Some(r) = &st.cfg.persist_root {
             props.push(("persist-root", r.display().to_string()));
         }
+        for r in &st.cfg.file_roots {
+            props.push(("allow-path", r.display().to_string()));
+        }
         for m in &st.cfg.models {
             props.push(("model", m.display().to_string()));
         }
@@ -385,7 +388,7 @@ fn value_param<'a>(q: &'a Query, allowed: &str) -> Result<&'a str, ApiError> {
 }
 
 /// Checks a persist/restore directory: no `..`, and inside `--persist-root` when set
-/// (relative paths resolve against it).
+/// (relative paths resolve against it), also once symbolic links are resolved.
 pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiError> {
     let path = path
         .filter(|p| !p.trim().is_empty())
@@ -405,6 +408,7 @@ pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiEr
                 root.join(p)
             };
             if full.starts_with(root) {
+                inside_roots(&full, &[root.to_path_buf()], "path", "--persist-root")?;
                 Ok(full)
             } else {
                 Err(ApiError::new(
@@ -417,6 +421,109 @@ pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiEr
             }
         }
     }
+}
+
+/// A snapshot directory named over the API: [`confine`]d to `--persist-root` when it is set,
+/// else inside an `--allow-path` root when any is given.
+fn snapshot_dir(st: &AppState, path: Option<&str>) -> Result<PathBuf, ApiError> {
+    let dir = confine(st.cfg.persist_root.as_deref(), path)?;
+    if st.cfg.persist_root.is_none() {
+        inside_roots(&dir, &st.cfg.file_roots, "path", "--allow-path")?;
+    }
+    Ok(dir)
+}
+
+/// Where `path` leads: symbolic links resolved through every part of it that exists, the
+/// parts that do not exist (yet) appended as written. A part that is a dangling link, or a
+/// `..` under a part that does not exist, cannot be resolved.
+pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("no working directory: {e}"))?
+            .join(path)
+    };
+    let mut missing = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if cur.symlink_metadata().is_ok() {
+            let mut out = cur
+                .canonicalize()
+                .map_err(|e| format!("'{}' cannot be resolved: {e}", cur.display()))?;
+            out.extend(missing.iter().rev());
+            return Ok(out);
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            _ => {
+                return Err(format!(
+                    "'{}' cannot be resolved: it has '..' under a directory that does not exist",
+                    abs.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Refuses (403) `path`, named by request parameter `what`, unless it resolves inside one of
+/// `roots` (server option `option`). Any path passes when `roots` is empty.
+fn inside_roots(path: &Path, roots: &[PathBuf], what: &str, option: &str) -> Result<(), ApiError> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let shown = path.display();
+    let at = resolve(path).map_err(|e| ApiError::new(403, format!("{what} '{shown}': {e}")))?;
+    let ok = roots.iter().any(|r| {
+        let r = resolve(r).unwrap_or_else(|_| r.clone());
+        at.starts_with(&r)
+    });
+    if ok {
+        return Ok(());
+    }
+    let names: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    Err(ApiError::new(
+        403,
+        format!(
+            "{what} '{shown}' leads to '{}', outside {} (server option {option}); symbolic links are followed before the check",
+            at.display(),
+            names.join(", ")
+        ),
+    ))
+}
+
+/// The files a model loaded over REST names (fs connectors' `fsname`, the `restore`
+/// directory) must lie where the server options allow.
+fn check_model_paths(st: &AppState, spec: &sluice_model::ProjectSpec) -> Result<(), ApiError> {
+    let roots = &st.cfg.file_roots;
+    if !roots.is_empty() {
+        for cq in &spec.contqueries {
+            for w in &cq.windows {
+                for c in w.connectors.iter().filter(|c| c.class == "fs") {
+                    if let Ok(p) = sluice_connector::fs::resolve_path(c, &st.cfg.base) {
+                        let what = format!("connector {}/{}/{} fsname", cq.name, w.name, c.name);
+                        inside_roots(&p, roots, &what, "--allow-path")?;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(dir) = &spec.restore {
+        let dir = PathBuf::from(dir);
+        match &st.cfg.persist_root {
+            Some(root) => inside_roots(
+                &dir,
+                std::slice::from_ref(root),
+                "restore",
+                "--persist-root",
+            )?,
+            None => inside_roots(&dir, roots, "restore", "--allow-path")?,
+        }
+    }
+    Ok(())
 }
 
 async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> {
@@ -438,8 +545,12 @@ async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> 
             )))
         }
         "persisted" => {
-            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let dir = snapshot_dir(st, param(q, "path"))?;
             let names = st.registry.names();
+            // Each project's snapshot goes to DIR/<name>: only names that cannot step out.
+            for n in &names {
+                registry::check_project_name(n)?;
+            }
             for n in &names {
                 st.registry.persist(n, dir.join(n)).await?;
             }
@@ -664,12 +775,39 @@ async fn load(st: &AppState, name: &str, q: &Query, body: &Bytes) -> Result<Repl
         start: flag(q, "start", true)?,
         connectors: flag(q, "connectors", true)?,
     };
-    let text = match param(q, "projectUrl") {
-        Some(url) if body.is_empty() => read_named_file(st, "projectUrl", url).await?,
-        _ => body_text(body)?.to_string(),
+    registry::check_project_name(name)?;
+    let (text, from_file) = match param(q, "projectUrl") {
+        Some(url) if body.is_empty() => (read_named_file(st, "projectUrl", url).await?, true),
+        _ => (body_text(body)?.to_string(), false),
     };
-    let spec = registry::parse_for_load(name, &text)?;
-    Ok(Reply::Message(st.registry.load(spec, opts).await?))
+    // What a file named by the request holds is never quoted back: a model's problems name
+    // its elements, so only their lines are given.
+    let unquote = |mut e: ApiError| {
+        if from_file {
+            e.details = e.details.iter().map(|d| line_only(d)).collect();
+        }
+        e
+    };
+    let spec = registry::parse_for_load(name, &text).map_err(unquote)?;
+    check_model_paths(st, &spec)?;
+    Ok(Reply::Message(
+        st.registry.load(spec, opts).await.map_err(unquote)?,
+    ))
+}
+
+/// A model problem read from a file named by the request: its line, not its reason (which
+/// names what the file holds).
+fn line_only(problem: &str) -> String {
+    let line = problem
+        .strip_prefix("line ")
+        .and_then(|r| r.split(':').next())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()));
+    match line {
+        Some(n) => format!(
+            "line {n}: a problem (reasons are not shown for a file named by projectUrl: send the model as the body to see them)"
+        ),
+        None => "a problem (reasons are not shown for a file named by projectUrl: send the model as the body to see them)".into(),
+    }
 }
 
 /// Longest time a file named by a request (`eventUrl=`, `projectUrl=`) may take to read.
@@ -686,6 +824,13 @@ async fn read_named_file(st: &AppState, param: &str, url: &str) -> Result<String
         ))
     })?;
     let path = PathBuf::from(path);
+    inside_roots(&path, &st.cfg.file_roots, param, "--allow-path")?;
+    // The checked place is the one read, whatever a link there points to afterwards.
+    let path = if st.cfg.file_roots.is_empty() {
+        path
+    } else {
+        resolve(&path).map_err(|e| ApiError::new(403, format!("{param}: {e}")))?
+    };
     let max = st.cfg.max_body;
     let shown = path.display().to_string();
     let read = tokio::task::spawn_blocking(move || read_regular_file(&path, max));
@@ -779,12 +924,12 @@ async fn project_state(st: &AppState, name: &str, q: &Query) -> Result<Reply, Ap
         "connectorsStarted" => r.start_connectors(name).await?,
         "persisted" => {
             r.get(name)?;
-            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let dir = snapshot_dir(st, param(q, "path"))?;
             r.persist(name, dir).await?
         }
         "restored" => {
             r.get(name)?;
-            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let dir = snapshot_dir(st, param(q, "path"))?;
             r.restore(name, dir).await?
         }
         "modified" => {
@@ -1058,7 +1203,8 @@ async fn window_state(
             "project '{p}' is stopped: start it with PUT projects/{p}/state?value=running before injecting events"
         )));
     }
-    let text = match param(q, "eventUrl") {
+    let from_file = param(q, "eventUrl");
+    let text = match from_file {
         Some(url) => read_named_file(st, "eventUrl", url).await?,
         None => body_text(body)?.to_string(),
     };
@@ -1073,7 +1219,9 @@ async fn window_state(
         })?,
         None => EventFormat::detect(&text),
     };
-    let opts = parse_options(q)?;
+    let mut opts = parse_options(q)?;
+    // What a file named by the request holds is never quoted back: positions and reasons only.
+    opts.quote_input = from_file.is_none();
     let blocks = events::parse_body(&text, fmt, &t.info.schema, &opts).map_err(|errs| {
         ApiError::bad(format!(
             "{} event(s) cannot be read; nothing was injected into {}",
@@ -1082,20 +1230,35 @@ async fn window_state(
         ))
         .with_details(errs)
     })?;
-    let handle = t
-        .view
-        .handle
-        .clone()
-        .ok_or_else(|| ApiError::new(500, "no engine"))?;
+    let handle = t.view.handle.clone().ok_or_else(|| {
+        ApiError::conflict(format!(
+            "project '{p}' did not compile, so it takes no events: fix the model and load it again"
+        ))
+    })?;
     let window = t.info.id;
-    let out = handle
-        .ask(|r| Cmd::Inject {
-            window,
-            blocks,
-            reply: Some(r),
-        })
-        .await
-        .ok_or_else(|| ApiError::new(500, format!("project '{p}' has stopped processing")))?;
+    let out = if from_file.is_some() {
+        handle
+            .ask(|r| Cmd::InjectFile {
+                window,
+                blocks,
+                reply: r,
+            })
+            .await
+    } else {
+        handle
+            .ask(|r| Cmd::Inject {
+                window,
+                blocks,
+                reply: Some(r),
+            })
+            .await
+    };
+    let out = out.ok_or_else(|| registry::gone(p))?;
+    if out.stopped {
+        return Err(ApiError::conflict(format!(
+            "project '{p}' was stopped before the events reached it: nothing was injected; start it with PUT projects/{p}/state?value=running"
+        )));
+    }
     let mut msg = format!("{} event(s) injected into window {}", out.events, t.path);
     if !out.refused.is_empty() {
         msg.push_str(&format!(
@@ -1104,7 +1267,7 @@ async fn window_state(
         ));
         let mut e = Elem::new("message").text(msg);
         for r in out.refused.iter().take(100) {
-            e = e.child(Elem::new("refused").text(r.clone()));
+            e = e.child(Elem::new("refused").text(cut(r, 300)));
         }
         return Ok(Reply::Tree(Elem::new("response").child(e)));
     }
@@ -1317,6 +1480,7 @@ async fn project_results(
         ApiError::bad(format!("the project XML has {} problem(s)", d.len()))
             .with_details(d.iter().map(|d| d.to_string()).collect())
     })?;
+    check_model_paths(st, &spec)?;
     let wanted: Option<Vec<String>> =
         param(q, "windows").map(|w| w.split('|').map(str::to_string).collect());
     let base = st.cfg.base.clone();

@@ -74,6 +74,32 @@ fn missing(name: &str) -> ApiError {
     ))
 }
 
+/// Longest project name, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// The rule for a project name given in a URL (it names the project's snapshot directory in
+/// a server-wide persist): 1 to 128 ASCII letters, digits, `_`, `-` and `.`, starting with a
+/// letter, a digit or `_`. So `.`, `..` and names with `/` are refused.
+pub fn check_project_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "project name '{}' is not allowed: a project name is 1 to {MAX_NAME} ASCII letters, digits, '_', '-' and '.', starting with a letter, a digit or '_'",
+            crate::reply::cut(name, 200)
+        )))
+    }
+}
+
 /// Parses project XML for a load: exactly one project, renamed to `name`.
 pub fn parse_for_load(name: &str, xml: &str) -> Result<ProjectSpec, ApiError> {
     if xml.trim().is_empty() {
@@ -393,11 +419,12 @@ impl Registry {
     }
 }
 
-fn gone(name: &str) -> ApiError {
-    ApiError::new(
-        500,
-        format!("project '{name}': its processing thread has ended"),
-    )
+/// The project's thread ended while a request was on its way: the project was deleted or
+/// replaced meanwhile (a conflict with that request, not a server fault).
+pub fn gone(name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "project '{name}' was deleted or replaced while this request was on its way: nothing was done; look at GET projects/{name} and try again"
+    ))
 }
 
 fn cannot_start(name: &str, diags: &[Diagnostic]) -> ApiError {

@@ -113,3 +113,272 @@ fn a_project_url_over_max_body_gets_413_naming_the_flag() {
     );
     assert_eq!(s, 200, "{b}");
 }
+
+/// A raw HTTP/1.1 request (clients would normalise a `..` segment away); status and body.
+fn raw(t: &TestServer, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(t.server.http_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+#[test]
+fn replies_never_quote_a_file_named_by_the_request() {
+    let bad = tempdir().join("bad.log");
+    let b2 = bad.clone();
+    let t = TestServer::with(move |c| c.badevents = Some(b2));
+    t.load_started("q");
+    let secret = t.dir.join("shadow");
+    std::fs::write(
+        &secret,
+        "root:$6$SECRET1:19000:0:99999:7:::\ni,n,1,SECRET2,x,1\n",
+    )
+    .unwrap();
+    let inject = |f: &std::path::Path, extra: &str| {
+        t.put(
+            &format!(
+                "windows/q/cq/trades/state?value=injected&eventUrl=file://{}{extra}",
+                f.display()
+            ),
+            "",
+        )
+    };
+    let (s, b) = inject(&secret, "");
+    assert_eq!(s, 400, "{b}");
+    assert!(!b.contains("SECRET"), "{b}");
+    assert!(b.contains("line 1: unknown opcode"), "{b}");
+    assert!(
+        b.contains("line 2: field 'quantity' (int32): cannot read the value"),
+        "{b}"
+    );
+    for (name, text, fmt) in [
+        (
+            "x.xml",
+            "<events><event><SECRET3>1</SECRET3></event></events>",
+            "xml",
+        ),
+        (
+            "y.xml",
+            "<events><event><id>SECRET4</id></event></events>",
+            "xml",
+        ),
+        ("z.json", r#"[{"SECRET5":1},{"id":"SECRET6"}]"#, "json"),
+    ] {
+        let f = t.dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let (s, b) = inject(&f, &format!("&eventFormat={fmt}"));
+        assert_eq!(s, 400, "{b}");
+        assert!(!b.contains("SECRET"), "{b}");
+        assert!(b.contains("event 1"), "{b}");
+    }
+    // Events the window refuses: the reply and the bad-events record give reasons only.
+    let f = t.dir.join("refused.csv");
+    std::fs::write(&f, "d,n,77,SECRET7,1,1\n").unwrap();
+    let (s, b) = inject(&f, "");
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("<refused>"), "{b}");
+    assert!(!b.contains("SECRET"), "{b}");
+    let (s, b) = t.put(
+        "windows/q/cq/trades/state?value=injected",
+        "d,n,78,BODY8,1,1\n",
+    );
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b.contains("BODY8"),
+        "input sent in the body may be quoted: {b}"
+    );
+    let log = eventually(5, "the bad-events records", || {
+        let l = std::fs::read_to_string(&bad).unwrap_or_default();
+        l.contains("BODY8").then_some(l)
+    });
+    assert!(!log.contains("SECRET"), "{log}");
+    assert!(log.contains("values not recorded"), "{log}");
+    // A project file that is not a model: problems with line numbers, no content.
+    let (s, b) = t.put(
+        &format!("projects/r?projectUrl=file://{}", secret.display()),
+        "",
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(!b.contains("SECRET"), "{b}");
+    assert!(b.contains("line "), "{b}");
+    let model = t.dir.join("m.xml");
+    std::fs::write(
+        &model,
+        trades("m").replace("window-aggregate", "window-SECRET9"),
+    )
+    .unwrap();
+    let (s, b) = t.put(
+        &format!("projects/m?projectUrl=file://{}", model.display()),
+        "",
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(!b.contains("SECRET"), "{b}");
+}
+
+#[test]
+fn allow_path_confines_every_path_named_over_the_api() {
+    let root = tempdir();
+    let outside = tempdir();
+    let r2 = root.clone();
+    let t = TestServer::with(move |c| c.file_roots = vec![r2]);
+    t.load_started("a");
+    let events_in = root.join("in.csv");
+    std::fs::write(&events_in, "i,n,1,IBM,10,1\n").unwrap();
+    let events_out = outside.join("out.csv");
+    std::fs::write(&events_out, "i,n,2,IBM,10,1\n").unwrap();
+    std::os::unix::fs::symlink(&events_out, root.join("link.csv")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("linkdir")).unwrap();
+    let inject = |p: &std::path::Path| {
+        t.put(
+            &format!(
+                "windows/a/cq/trades/state?value=injected&eventUrl=file://{}",
+                p.display()
+            ),
+            "",
+        )
+    };
+    let (s, b) = inject(&events_in);
+    assert_eq!(s, 200, "{b}");
+    for p in [
+        events_out.clone(),
+        root.join("link.csv"),
+        root.join("linkdir/out.csv"),
+        root.join("../")
+            .join(outside.file_name().unwrap())
+            .join("out.csv"),
+    ] {
+        let (s, b) = inject(&p);
+        assert_eq!(s, 403, "{}: {b}", p.display());
+        assert!(err_msg(&b).contains("(server option --allow-path)"), "{b}");
+    }
+    assert_eq!(t.count("a", "trades"), 1);
+    // projectUrl, and the fs connectors of a model loaded over REST.
+    let m = outside.join("m.xml");
+    std::fs::write(&m, trades("m")).unwrap();
+    let (s, b) = t.put(&format!("projects/m?projectUrl=file://{}", m.display()), "");
+    assert_eq!(s, 403, "{b}");
+    let with_fs = |fsname: &str| {
+        trades("c").replace(
+            "</window-source>",
+            &format!(
+                r#"<connectors><connector class="fs" name="pub"><properties>
+                <property name="type">pub</property><property name="fstype">csv</property>
+                <property name="fsname">{fsname}</property></properties></connector></connectors>
+                </window-source>"#
+            ),
+        )
+    };
+    let (s, b) = t.put(
+        "projects/c?connectors=false",
+        &with_fs(&events_out.display().to_string()),
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        err_msg(&b).contains("connector cq/trades/pub fsname"),
+        "{b}"
+    );
+    let (s, b) = t.post(
+        "projectResults",
+        &with_fs(&events_out.display().to_string()),
+    );
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = t.put(
+        "projects/c?connectors=false",
+        &with_fs(&events_in.display().to_string()),
+    );
+    assert_eq!(s, 200, "{b}");
+    // Persist and restore paths (no --persist-root): inside the roots only.
+    let (s, b) = t.put(
+        &format!(
+            "projects/a/state?value=persisted&path={}",
+            outside.join("s").display()
+        ),
+        "",
+    );
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = t.put(
+        &format!(
+            "projects/a/state?value=persisted&path={}",
+            root.join("linkdir/s").display()
+        ),
+        "",
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(!outside.join("s").exists());
+    let (s, b) = t.put(
+        &format!(
+            "projects/a/state?value=persisted&path={}",
+            root.join("s").display()
+        ),
+        "",
+    );
+    assert_eq!(s, 200, "{b}");
+    let (_, b) = t.get("server?config=true");
+    assert!(b.contains("<property name=\"allow-path\">"), "{b}");
+}
+
+#[test]
+fn symlinks_in_the_persist_root_do_not_lead_out_and_names_are_checked() {
+    let root = tempdir();
+    let outside = tempdir();
+    std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+    let r2 = root.clone();
+    let t = TestServer::with(move |c| c.persist_root = Some(r2));
+    t.load_started("p");
+    // A snapshot outside the root, which a restore through the link would read.
+    let (s, b) = t.put("projects/p/state?value=persisted&path=inside", "");
+    assert_eq!(s, 200, "{b}");
+    for path in ["out/snap", "out"] {
+        let (s, b) = t.put(&format!("projects/p/state?value=persisted&path={path}"), "");
+        assert_eq!(s, 403, "{path}: {b}");
+        assert!(
+            err_msg(&b).contains("(server option --persist-root)"),
+            "{b}"
+        );
+    }
+    let (s, b) = t.put("server/state?value=persisted&path=out", "");
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    std::fs::rename(root.join("inside"), outside.join("snap")).unwrap();
+    t.put("projects/p/state?value=stopped", "");
+    let (s, b) = t.put("projects/p/state?value=restored&path=out/snap", "");
+    assert_eq!(s, 403, "{b}");
+    // The restore attribute of a model loaded over REST too.
+    let xml = trades("r").replace(
+        "<project name=\"r\"",
+        &format!(
+            "<project restore=\"{}\" name=\"r\"",
+            root.join("out/snap").display()
+        ),
+    );
+    let (s, b) = t.put("projects/r", &xml);
+    assert_eq!(s, 403, "{b}");
+    // Project names given in the URL follow the rule.
+    for name in ["..", ".", ".hidden", "a%2Fb", "a%20b", "-x"] {
+        let (s, b) = raw(&t, "PUT", &format!("/SASESP/projects/{name}"), &trades("x"));
+        assert_eq!(s, 400, "{name}: {b}");
+        assert!(
+            err_msg(&b).contains("is not allowed: a project name is 1 to 128"),
+            "{b}"
+        );
+    }
+    let (s, b) = raw(&t, "PUT", "/SASESP/projects/ok_1-2.v", &trades("x"));
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = t.put("server/state?value=persisted&path=all", "");
+    assert_eq!(s, 200, "{b}");
+    assert!(root.join("all/ok_1-2.v/MANIFEST").is_file());
+}
