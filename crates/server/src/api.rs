@@ -551,13 +551,18 @@ async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> 
             for n in &names {
                 registry::check_project_name(n)?;
             }
+            let mut saved = 0;
             for n in &names {
-                st.registry.persist(n, dir.join(n)).await?;
+                match st.registry.persist(n, dir.join(n)).await {
+                    Ok(_) => saved += 1,
+                    // Deleted since the list was taken: there is nothing of it to save.
+                    Err(e) if e.status == 404 => {}
+                    Err(e) => return Err(e),
+                }
             }
             Ok(Reply::Message(format!(
-                "server successfully saved to {} ({} project(s), one snapshot directory each)",
+                "server successfully saved to {} ({saved} project(s), one snapshot directory each)",
                 dir.display(),
-                names.len()
             )))
         }
         other => Err(ApiError::bad(format!(
@@ -1416,15 +1421,16 @@ fn events_reply(items: Vec<(String, Schema, Vec<Row>)>, fmt_json: bool) -> Reply
 }
 
 async fn rows_of(t: &Target) -> Result<Vec<Row>, ApiError> {
-    let h = t
-        .view
-        .handle
-        .as_ref()
-        .ok_or_else(|| ApiError::new(500, "no engine"))?;
+    let h = t.view.handle.as_ref().ok_or_else(|| window_gone(t))?;
     let window = t.info.id;
     h.ask(|r| Cmd::Rows { window, reply: r })
         .await
-        .ok_or_else(|| ApiError::new(500, format!("project of window {} has ended", t.path)))
+        .ok_or_else(|| window_gone(t))
+}
+
+/// The project of a window was deleted or replaced while a request read it.
+fn window_gone(t: &Target) -> ApiError {
+    registry::gone(t.path.split('/').next().unwrap_or(&t.path))
 }
 
 async fn window_events(

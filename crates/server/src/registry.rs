@@ -12,7 +12,8 @@
 //! Every compiled project has a thread ([`crate::project`]) from load to delete, so its window
 //! state survives a stop and a start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sluice_engine::Engine;
@@ -65,7 +66,54 @@ pub struct Registry {
     projects: Mutex<BTreeMap<String, Project>>,
     /// Serialises life-cycle changes (loads, starts, stops, deletes); queries do not take it.
     admin: tokio::sync::Mutex<()>,
+    /// One lock per snapshot directory in use: persists and restores of one path take turns
+    /// (whichever project, whichever request), so a commit never meets another write or a
+    /// read half-way. An entry lives while some request holds or waits for it.
+    paths: PathLocks,
     cfg: ThreadConfig,
+}
+
+/// Locks by snapshot directory.
+#[derive(Default)]
+struct PathLocks(Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Holds the lock of one snapshot directory; forgets the entry when no one else wants it.
+struct PathGuard<'a> {
+    locks: &'a PathLocks,
+    key: PathBuf,
+    lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PathLocks {
+    async fn lock(&self, dir: &Path) -> PathGuard<'_> {
+        let key = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let lock = Some(m.lock_owned().await);
+        PathGuard {
+            locks: self,
+            key,
+            lock,
+        }
+    }
+}
+
+impl Drop for PathGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        let mut map = self.locks.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 fn missing(name: &str) -> ApiError {
@@ -132,6 +180,7 @@ impl Registry {
         Registry {
             projects: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            paths: PathLocks::default(),
             cfg,
         }
     }
@@ -346,6 +395,7 @@ impl Registry {
 
     /// `value=persisted`: a consistent snapshot, running or not.
     pub async fn persist(&self, name: &str, dir: std::path::PathBuf) -> Result<String, ApiError> {
+        let _turn = self.paths.lock(&dir).await;
         let v = self.get(name)?;
         let h = v.handle.ok_or_else(|| {
             ApiError::conflict(format!(
@@ -392,6 +442,7 @@ impl Registry {
                 "project '{name}' did not compile: fix the model and load it again before restoring"
             ))
         })?;
+        let _turn = self.paths.lock(&dir).await;
         h.ask(|reply| Cmd::Restore {
             dir,
             suggest,

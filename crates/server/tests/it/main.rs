@@ -3,6 +3,7 @@
 mod http;
 mod persist;
 mod pubsub;
+mod races;
 mod safety;
 mod ws;
 
