@@ -149,14 +149,16 @@ pub(crate) fn read_models(paths: &[PathBuf]) -> Result<Vec<ProjectSpec>, StartEr
             message: format!("cannot read: {e}"),
         })?;
         let lookup = |v: &str| std::env::var(v).ok();
-        let specs = sluice_model::parse_models(&text, &lookup).map_err(|d| StartError::Model {
-            path: p.display().to_string(),
-            message: d
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+        let mut specs =
+            sluice_model::parse_models(&text, &lookup).map_err(|d| StartError::Model {
+                path: p.display().to_string(),
+                message: d
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+        registry::keep_as_written(&text, &mut specs);
         out.extend(specs);
     }
     Ok(out)

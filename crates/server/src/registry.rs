@@ -148,6 +148,28 @@ pub fn check_project_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Gives each project parsed from `xml` the `<project>` element as written, `@NAME@`
+/// placeholders unresolved: `GET projectXml` and `windowXml` show that one, so the values the
+/// server's environment gave them do not reach clients. (The element is only shown: the spec's
+/// other fields keep the resolved values.)
+pub fn keep_as_written(xml: &str, specs: &mut [ProjectSpec]) {
+    let Ok(root) = sluice_model::parse_xml_node(xml, &|_| None) else {
+        return;
+    };
+    let written: Vec<&sluice_model::XmlNode> = match root.name.as_str() {
+        "project" => vec![&root],
+        _ => root
+            .children_named("projects")
+            .flat_map(|p| p.children_named("project"))
+            .collect(),
+    };
+    if written.len() == specs.len() {
+        for (spec, node) in specs.iter_mut().zip(written) {
+            spec.node = node.clone();
+        }
+    }
+}
+
 /// Parses project XML for a load: exactly one project, renamed to `name`.
 pub fn parse_for_load(name: &str, xml: &str) -> Result<ProjectSpec, ApiError> {
     if xml.trim().is_empty() {
@@ -163,6 +185,7 @@ pub fn parse_for_load(name: &str, xml: &str) -> Result<ProjectSpec, ApiError> {
         ))
         .with_details(diags.iter().map(|d| d.to_string()).collect())
     })?;
+    keep_as_written(xml, std::slice::from_mut(&mut spec));
     if spec.name != name {
         spec.name = name.to_string();
         for (k, v) in &mut spec.node.attrs {

@@ -382,3 +382,94 @@ fn symlinks_in_the_persist_root_do_not_lead_out_and_names_are_checked() {
     assert_eq!(s, 200, "{b}");
     assert!(root.join("all/ok_1-2.v/MANIFEST").is_file());
 }
+
+#[test]
+fn xml_events_cut_inside_the_first_event_are_refused_with_the_position() {
+    let t = TestServer::start();
+    t.load_started("x");
+    let (s, b) = t.put(
+        "windows/x/cq/trades/state?value=injected",
+        "<events><event><opcode>i</opcode><id>1</id><symbol>IBM</symbol>",
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains("cut short: it ends inside event 1, opened at byte 8 (line 1)"),
+        "{b}"
+    );
+    let (s, b) = t.put(
+        "windows/x/cq/trades/state?value=injected",
+        "<events><event><opcode>i</opcode><id>1</id><symbol>IBM</sym",
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("malformed XML at byte 54 (line 1)"), "{b}");
+    assert_eq!(t.count("x", "trades"), 0);
+    let (s, b) = t.put(
+        "windows/x/cq/trades/state?value=injected",
+        "<events><event><opcode>i</opcode><id>1</id><symbol>IBM</symbol><quantity>1</quantity><price>1</price></event></events>",
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(t.count("x", "trades"), 1);
+}
+
+#[test]
+fn a_reply_lists_at_most_20_problems() {
+    let t = TestServer::with(|c| c.max_body = 64 << 20);
+    t.load_started("many");
+    let body = "i,n,1,IBM,notanumber,1.5\n".repeat(100_000);
+    let (s, b) = t.put("windows/many/cq/trades/state?value=injected", &body);
+    assert_eq!(s, 400);
+    assert!(b.len() < 8 * 1024, "{} bytes", b.len());
+    assert!(
+        err_msg(&b).starts_with("100000 event(s) cannot be read"),
+        "{b}"
+    );
+    assert_eq!(b.matches("<detail>").count(), 21, "{b}");
+    assert!(
+        b.contains("<detail>and 99980 more not listed</detail>"),
+        "{b}"
+    );
+    let (s, b) = call(
+        "PUT",
+        &t.url("windows/many/cq/trades/state?value=injected&format=json"),
+        Some(&body),
+        &[],
+    );
+    assert_eq!(s, 400);
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["details"].as_array().unwrap().len(), 21);
+}
+
+/// The trades project with an inactive connector whose file name comes from `@PATH@`.
+fn with_placeholder(name: &str) -> String {
+    trades(name).replace(
+        "</window-source>",
+        r#"<connectors><connector class="fs" name="sub" active="false"><properties>
+        <property name="type">sub</property><property name="fstype">csv</property>
+        <property name="fsname">@PATH@/out.csv</property></properties></connector></connectors>
+        </window-source>"#,
+    )
+}
+
+#[test]
+fn project_xml_shows_the_model_as_written_not_the_environment() {
+    let path = std::env::var("PATH").expect("PATH is set");
+    let dir = tempdir();
+    let model = dir.join("m.xml");
+    std::fs::write(&model, with_placeholder("startup")).unwrap();
+    let m2 = model.clone();
+    let t = TestServer::with(move |c| c.models = vec![m2]);
+    let (s, b) = t.put("projects/rest", &with_placeholder("rest"));
+    assert_eq!(s, 200, "{b}");
+    for name in ["startup", "rest"] {
+        let (s, b) = t.get(&format!("projectXml?name={name}"));
+        assert_eq!(s, 200, "{b}");
+        assert!(b.contains("@PATH@/out.csv"), "{b}");
+        assert!(!b.contains(&path), "{b}");
+        assert!(b.contains(&format!("<project name=\"{name}\"")), "{b}");
+        let (s, b) = t.get(&format!(
+            "windowXml?project={name}&contquery=cq&window=trades"
+        ));
+        assert_eq!(s, 200, "{b}");
+        assert!(!b.contains(&path), "{b}");
+    }
+}
