@@ -41,13 +41,61 @@ pub fn parse_events(
     let mut cur: Option<(Opcode, Flags, Vec<Value>)> = None;
     let mut field: Option<String> = None;
     let mut text_buf = String::new();
+    // Elements open now that the document must close: (name, byte where it starts).
+    let mut open: Vec<(&'static str, usize)> = Vec::new();
     let err = |event: usize, message: String| XmlEventError { event, message };
     loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| err(count, format!("malformed XML: {e}")))?;
+        let at = reader.buffer_position() as usize;
+        let ev = reader.read_event().map_err(|e| {
+            let at = reader.error_position() as usize;
+            let line = text.as_bytes()[..at.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            err(
+                count,
+                format!("malformed XML at byte {at} (line {line}): {e}"),
+            )
+        })?;
+        match &ev {
+            X::Start(e) if cur.is_none() => match e.name().as_ref() {
+                b"events" => open.push(("events", at)),
+                b"transaction" => open.push(("transaction", at)),
+                b"event" => open.push(("event", at)),
+                _ => {}
+            },
+            X::Start(_) if field.is_none() => {
+                // A field is cut short where its event starts.
+                let event_at = open.last().map_or(at, |o| o.1);
+                open.push(("field", event_at));
+            }
+            X::End(_) => {
+                open.pop();
+            }
+            _ => {}
+        }
         match ev {
-            X::Eof => break,
+            X::Eof => {
+                if let Some((what, start)) = open.last() {
+                    let line = text.as_bytes()[..*start]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1;
+                    let inside = match *what {
+                        "event" | "field" => format!("inside event {count}"),
+                        other => format!("inside <{other}>"),
+                    };
+                    return Err(err(
+                        count,
+                        format!(
+                            "the document is cut short: it ends {inside}, opened at byte {start} (line {line}), without closing it; nothing was read"
+                        ),
+                    ));
+                }
+                break;
+            }
             X::Start(e) | X::Empty(e) if cur.is_none() => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).to_string();
                 match name.as_str() {
@@ -190,5 +238,46 @@ mod tests {
         let s = Schema::parse_schema_string("ID*:int32").unwrap();
         let e = parse_events("<events><event><IDX>1</IDX></event></events>", &s, None).unwrap_err();
         assert!(e.message.contains("'IDX'"), "{e}");
+    }
+
+    #[test]
+    fn a_document_cut_short_is_refused_with_the_position() {
+        let s = Schema::parse_schema_string("ID*:int32,name:string").unwrap();
+        for (doc, inside, at) in [
+            (
+                "<events><event><ID>1</ID>",
+                "inside event 1",
+                "byte 8 (line 1)",
+            ),
+            ("<events><event><ID>1", "inside event 1", "byte 8 (line 1)"),
+            (
+                "<events>\n<event><ID>1</ID></event>\n<event>",
+                "inside event 2",
+                "byte 35 (line 3)",
+            ),
+            (
+                "<events><transaction><event><ID>1</ID></event>",
+                "inside <transaction>",
+                "byte 8",
+            ),
+            (
+                "<events><event><ID>1</ID></event>",
+                "inside <events>",
+                "byte 0",
+            ),
+        ] {
+            let e = parse_events(doc, &s, None).unwrap_err();
+            assert!(
+                e.message.contains(inside) && e.message.contains(at),
+                "{doc}: {e}"
+            );
+        }
+        assert_eq!(parse_events("<events/>", &s, None).unwrap().len(), 0);
+        assert_eq!(
+            parse_events("<event><ID>1</ID></event>", &s, None)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::filter::Filter;
 use crate::logging;
 use crate::project::{Cmd, ProjectInfo};
 use crate::registry::{self, LoadOptions, ProjectView};
-use crate::reply::{ApiError, Elem, Format, Reply};
+use crate::reply::{cut, ApiError, Elem, Format, Reply};
 use crate::AppState;
 
 /// The two roots the API answers under.
@@ -369,6 +369,9 @@ fn server_info(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
         if let Some(r) = &st.cfg.persist_root {
             props.push(("persist-root", r.display().to_string()));
         }
+        for r in &st.cfg.file_roots {
+            props.push(("allow-path", r.display().to_string()));
+        }
         for m in &st.cfg.models {
             props.push(("model", m.display().to_string()));
         }
@@ -385,7 +388,7 @@ fn value_param<'a>(q: &'a Query, allowed: &str) -> Result<&'a str, ApiError> {
 }
 
 /// Checks a persist/restore directory: no `..`, and inside `--persist-root` when set
-/// (relative paths resolve against it).
+/// (relative paths resolve against it), also once symbolic links are resolved.
 pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiError> {
     let path = path
         .filter(|p| !p.trim().is_empty())
@@ -405,6 +408,7 @@ pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiEr
                 root.join(p)
             };
             if full.starts_with(root) {
+                inside_roots(&full, &[root.to_path_buf()], "path", "--persist-root")?;
                 Ok(full)
             } else {
                 Err(ApiError::new(
@@ -417,6 +421,109 @@ pub fn confine(root: Option<&Path>, path: Option<&str>) -> Result<PathBuf, ApiEr
             }
         }
     }
+}
+
+/// A snapshot directory named over the API: [`confine`]d to `--persist-root` when it is set,
+/// else inside an `--allow-path` root when any is given.
+fn snapshot_dir(st: &AppState, path: Option<&str>) -> Result<PathBuf, ApiError> {
+    let dir = confine(st.cfg.persist_root.as_deref(), path)?;
+    if st.cfg.persist_root.is_none() {
+        inside_roots(&dir, &st.cfg.file_roots, "path", "--allow-path")?;
+    }
+    Ok(dir)
+}
+
+/// Where `path` leads: symbolic links resolved through every part of it that exists, the
+/// parts that do not exist (yet) appended as written. A part that is a dangling link, or a
+/// `..` under a part that does not exist, cannot be resolved.
+pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("no working directory: {e}"))?
+            .join(path)
+    };
+    let mut missing = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if cur.symlink_metadata().is_ok() {
+            let mut out = cur
+                .canonicalize()
+                .map_err(|e| format!("'{}' cannot be resolved: {e}", cur.display()))?;
+            out.extend(missing.iter().rev());
+            return Ok(out);
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            _ => {
+                return Err(format!(
+                    "'{}' cannot be resolved: it has '..' under a directory that does not exist",
+                    abs.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Refuses (403) `path`, named by request parameter `what`, unless it resolves inside one of
+/// `roots` (server option `option`). Any path passes when `roots` is empty.
+fn inside_roots(path: &Path, roots: &[PathBuf], what: &str, option: &str) -> Result<(), ApiError> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let shown = path.display();
+    let at = resolve(path).map_err(|e| ApiError::new(403, format!("{what} '{shown}': {e}")))?;
+    let ok = roots.iter().any(|r| {
+        let r = resolve(r).unwrap_or_else(|_| r.clone());
+        at.starts_with(&r)
+    });
+    if ok {
+        return Ok(());
+    }
+    let names: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    Err(ApiError::new(
+        403,
+        format!(
+            "{what} '{shown}' leads to '{}', outside {} (server option {option}); symbolic links are followed before the check",
+            at.display(),
+            names.join(", ")
+        ),
+    ))
+}
+
+/// The files a model loaded over REST names (fs connectors' `fsname`, the `restore`
+/// directory) must lie where the server options allow.
+fn check_model_paths(st: &AppState, spec: &sluice_model::ProjectSpec) -> Result<(), ApiError> {
+    let roots = &st.cfg.file_roots;
+    if !roots.is_empty() {
+        for cq in &spec.contqueries {
+            for w in &cq.windows {
+                for c in w.connectors.iter().filter(|c| c.class == "fs") {
+                    if let Ok(p) = sluice_connector::fs::resolve_path(c, &st.cfg.base) {
+                        let what = format!("connector {}/{}/{} fsname", cq.name, w.name, c.name);
+                        inside_roots(&p, roots, &what, "--allow-path")?;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(dir) = &spec.restore {
+        let dir = PathBuf::from(dir);
+        match &st.cfg.persist_root {
+            Some(root) => inside_roots(
+                &dir,
+                std::slice::from_ref(root),
+                "restore",
+                "--persist-root",
+            )?,
+            None => inside_roots(&dir, roots, "restore", "--allow-path")?,
+        }
+    }
+    Ok(())
 }
 
 async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> {
@@ -438,15 +545,24 @@ async fn server_state(st: &Arc<AppState>, q: &Query) -> Result<Reply, ApiError> 
             )))
         }
         "persisted" => {
-            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let dir = snapshot_dir(st, param(q, "path"))?;
             let names = st.registry.names();
+            // Each project's snapshot goes to DIR/<name>: only names that cannot step out.
             for n in &names {
-                st.registry.persist(n, dir.join(n)).await?;
+                registry::check_project_name(n)?;
+            }
+            let mut saved = 0;
+            for n in &names {
+                match st.registry.persist(n, dir.join(n)).await {
+                    Ok(_) => saved += 1,
+                    // Deleted since the list was taken: there is nothing of it to save.
+                    Err(e) if e.status == 404 => {}
+                    Err(e) => return Err(e),
+                }
             }
             Ok(Reply::Message(format!(
-                "server successfully saved to {} ({} project(s), one snapshot directory each)",
+                "server successfully saved to {} ({saved} project(s), one snapshot directory each)",
                 dir.display(),
-                names.len()
             )))
         }
         other => Err(ApiError::bad(format!(
@@ -559,9 +675,10 @@ fn project_elem(name: &str, v: &ProjectView) -> Elem {
 fn name_filter(q: &Query) -> Result<(Option<Vec<String>>, Option<Filter>), ApiError> {
     let names = param(q, "name").map(|n| n.split('|').map(str::to_string).collect());
     let filter = match param(q, "filter") {
-        Some(f) if !f.trim().is_empty() => {
-            Some(Filter::parse(f).map_err(|e| ApiError::bad(format!("filter '{f}': {e}")))?)
-        }
+        Some(f) if !f.trim().is_empty() => Some(
+            Filter::parse(f)
+                .map_err(|e| ApiError::bad(format!("filter '{}': {e}", cut(f, 200))))?,
+        ),
         _ => None,
     };
     Ok((names, filter))
@@ -663,19 +780,143 @@ async fn load(st: &AppState, name: &str, q: &Query, body: &Bytes) -> Result<Repl
         start: flag(q, "start", true)?,
         connectors: flag(q, "connectors", true)?,
     };
-    let text = match param(q, "projectUrl") {
-        Some(url) if body.is_empty() => read_url(url)?,
-        _ => body_text(body)?.to_string(),
+    registry::check_project_name(name)?;
+    let (text, from_file) = match param(q, "projectUrl") {
+        Some(url) if body.is_empty() => (read_named_file(st, "projectUrl", url).await?, true),
+        _ => (body_text(body)?.to_string(), false),
     };
-    let spec = registry::parse_for_load(name, &text)?;
-    Ok(Reply::Message(st.registry.load(spec, opts).await?))
+    // What a file named by the request holds is never quoted back: a model's problems name
+    // its elements, so only their lines are given.
+    let unquote = |mut e: ApiError| {
+        if from_file {
+            e.details = e.details.iter().map(|d| line_only(d)).collect();
+        }
+        e
+    };
+    let spec = registry::parse_for_load(name, &text).map_err(unquote)?;
+    check_model_paths(st, &spec)?;
+    Ok(Reply::Message(
+        st.registry.load(spec, opts).await.map_err(unquote)?,
+    ))
 }
 
-fn read_url(url: &str) -> Result<String, ApiError> {
-    let path = url
-        .strip_prefix("file://")
-        .ok_or_else(|| ApiError::bad(format!("URL '{url}' is not supported: use file://PATH")))?;
-    std::fs::read_to_string(path).map_err(|e| ApiError::bad(format!("cannot read '{path}': {e}")))
+/// A model problem read from a file named by the request: its line, not its reason (which
+/// names what the file holds).
+fn line_only(problem: &str) -> String {
+    let line = problem
+        .strip_prefix("line ")
+        .and_then(|r| r.split(':').next())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()));
+    match line {
+        Some(n) => format!(
+            "line {n}: a problem (reasons are not shown for a file named by projectUrl: send the model as the body to see them)"
+        ),
+        None => "a problem (reasons are not shown for a file named by projectUrl: send the model as the body to see them)".into(),
+    }
+}
+
+/// Longest time a file named by a request (`eventUrl=`, `projectUrl=`) may take to read.
+pub const FILE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the file named by `param=file://PATH` off the async workers, within
+/// [`FILE_READ_TIMEOUT`] and `--max-body`, as its request body would be read. Only regular
+/// files are read: a FIFO, a device or a directory is refused without waiting on it.
+async fn read_named_file(st: &AppState, param: &str, url: &str) -> Result<String, ApiError> {
+    let path = url.strip_prefix("file://").ok_or_else(|| {
+        ApiError::bad(format!(
+            "{param} '{}' is not supported: use file://PATH",
+            cut(url, 200)
+        ))
+    })?;
+    let path = PathBuf::from(path);
+    inside_roots(&path, &st.cfg.file_roots, param, "--allow-path")?;
+    // The checked place is the one read, whatever a link there points to afterwards.
+    let path = if st.cfg.file_roots.is_empty() {
+        path
+    } else {
+        resolve(&path).map_err(|e| ApiError::new(403, format!("{param}: {e}")))?
+    };
+    let max = st.cfg.max_body;
+    let shown = path.display().to_string();
+    let read = tokio::task::spawn_blocking(move || read_regular_file(&path, max));
+    match tokio::time::timeout(FILE_READ_TIMEOUT, read).await {
+        Ok(Ok(r)) => r.map_err(|e| e.named(param, &shown, max)),
+        Ok(Err(e)) => Err(ApiError::new(500, format!("reading {param} '{shown}' failed: {e}"))),
+        Err(_) => Err(ApiError::new(
+            408,
+            format!(
+                "{param} '{shown}' took longer than {} s to read: name a regular local file, or send its content as the body",
+                FILE_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Why a file named by a request was not read.
+#[derive(Debug)]
+enum FileRefusal {
+    Io(std::io::Error),
+    NotRegular(&'static str),
+    TooLarge(u64),
+    NotUtf8,
+}
+
+impl FileRefusal {
+    fn named(self, param: &str, path: &str, max: usize) -> ApiError {
+        match self {
+            FileRefusal::Io(e) => ApiError::bad(format!("{param}: cannot read '{path}': {e}")),
+            FileRefusal::NotRegular(kind) => ApiError::bad(format!(
+                "{param}: '{path}' is {kind}, not a regular file: name a regular file"
+            )),
+            FileRefusal::TooLarge(len) => ApiError::new(
+                413,
+                format!(
+                    "{param}: '{path}' holds {len} bytes or more, over the limit of {max} bytes (server option --max-body)"
+                ),
+            ),
+            FileRefusal::NotUtf8 => {
+                ApiError::bad(format!("{param}: '{path}' is not UTF-8 text"))
+            }
+        }
+    }
+}
+
+/// Opens without blocking (a FIFO with no writer would block the open itself), then reads
+/// only when the opened file is a regular one, at most `max` bytes.
+fn read_regular_file(path: &Path, max: usize) -> Result<String, FileRefusal> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(FileRefusal::Io)?;
+    let meta = f.metadata().map_err(FileRefusal::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        return Err(FileRefusal::NotRegular(if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "a special file"
+        }));
+    }
+    if meta.len() > max as u64 {
+        return Err(FileRefusal::TooLarge(meta.len()));
+    }
+    let mut buf = Vec::new();
+    f.take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(FileRefusal::Io)?;
+    if buf.len() > max {
+        return Err(FileRefusal::TooLarge(buf.len() as u64));
+    }
+    String::from_utf8(buf).map_err(|_| FileRefusal::NotUtf8)
 }
 
 async fn project_state(st: &AppState, name: &str, q: &Query) -> Result<Reply, ApiError> {
@@ -688,12 +929,12 @@ async fn project_state(st: &AppState, name: &str, q: &Query) -> Result<Reply, Ap
         "connectorsStarted" => r.start_connectors(name).await?,
         "persisted" => {
             r.get(name)?;
-            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let dir = snapshot_dir(st, param(q, "path"))?;
             r.persist(name, dir).await?
         }
         "restored" => {
             r.get(name)?;
-            let dir = confine(st.cfg.persist_root.as_deref(), param(q, "path"))?;
+            let dir = snapshot_dir(st, param(q, "path"))?;
             r.restore(name, dir).await?
         }
         "modified" => {
@@ -796,7 +1037,7 @@ fn parse_filter(q: &Query, name: &str) -> Result<Option<Filter>, ApiError> {
     match param(q, name) {
         Some(f) if !f.trim().is_empty() => Filter::parse(f)
             .map(Some)
-            .map_err(|e| ApiError::bad(format!("{name} '{f}': {e}"))),
+            .map_err(|e| ApiError::bad(format!("{name} '{}': {e}", cut(f, 200)))),
         _ => Ok(None),
     }
 }
@@ -967,8 +1208,9 @@ async fn window_state(
             "project '{p}' is stopped: start it with PUT projects/{p}/state?value=running before injecting events"
         )));
     }
-    let text = match param(q, "eventUrl") {
-        Some(url) => read_url(url)?,
+    let from_file = param(q, "eventUrl");
+    let text = match from_file {
+        Some(url) => read_named_file(st, "eventUrl", url).await?,
         None => body_text(body)?.to_string(),
     };
     if text.trim().is_empty() {
@@ -982,7 +1224,9 @@ async fn window_state(
         })?,
         None => EventFormat::detect(&text),
     };
-    let opts = parse_options(q)?;
+    let mut opts = parse_options(q)?;
+    // What a file named by the request holds is never quoted back: positions and reasons only.
+    opts.quote_input = from_file.is_none();
     let blocks = events::parse_body(&text, fmt, &t.info.schema, &opts).map_err(|errs| {
         ApiError::bad(format!(
             "{} event(s) cannot be read; nothing was injected into {}",
@@ -991,20 +1235,35 @@ async fn window_state(
         ))
         .with_details(errs)
     })?;
-    let handle = t
-        .view
-        .handle
-        .clone()
-        .ok_or_else(|| ApiError::new(500, "no engine"))?;
+    let handle = t.view.handle.clone().ok_or_else(|| {
+        ApiError::conflict(format!(
+            "project '{p}' did not compile, so it takes no events: fix the model and load it again"
+        ))
+    })?;
     let window = t.info.id;
-    let out = handle
-        .ask(|r| Cmd::Inject {
-            window,
-            blocks,
-            reply: Some(r),
-        })
-        .await
-        .ok_or_else(|| ApiError::new(500, format!("project '{p}' has stopped processing")))?;
+    let out = if from_file.is_some() {
+        handle
+            .ask(|r| Cmd::InjectFile {
+                window,
+                blocks,
+                reply: r,
+            })
+            .await
+    } else {
+        handle
+            .ask(|r| Cmd::Inject {
+                window,
+                blocks,
+                reply: Some(r),
+            })
+            .await
+    };
+    let out = out.ok_or_else(|| registry::gone(p))?;
+    if out.stopped {
+        return Err(ApiError::conflict(format!(
+            "project '{p}' was stopped before the events reached it: nothing was injected; start it with PUT projects/{p}/state?value=running"
+        )));
+    }
     let mut msg = format!("{} event(s) injected into window {}", out.events, t.path);
     if !out.refused.is_empty() {
         msg.push_str(&format!(
@@ -1013,7 +1272,7 @@ async fn window_state(
         ));
         let mut e = Elem::new("message").text(msg);
         for r in out.refused.iter().take(100) {
-            e = e.child(Elem::new("refused").text(r.clone()));
+            e = e.child(Elem::new("refused").text(cut(r, 300)));
         }
         return Ok(Reply::Tree(Elem::new("response").child(e)));
     }
@@ -1162,15 +1421,16 @@ fn events_reply(items: Vec<(String, Schema, Vec<Row>)>, fmt_json: bool) -> Reply
 }
 
 async fn rows_of(t: &Target) -> Result<Vec<Row>, ApiError> {
-    let h = t
-        .view
-        .handle
-        .as_ref()
-        .ok_or_else(|| ApiError::new(500, "no engine"))?;
+    let h = t.view.handle.as_ref().ok_or_else(|| window_gone(t))?;
     let window = t.info.id;
     h.ask(|r| Cmd::Rows { window, reply: r })
         .await
-        .ok_or_else(|| ApiError::new(500, format!("project of window {} has ended", t.path)))
+        .ok_or_else(|| window_gone(t))
+}
+
+/// The project of a window was deleted or replaced while a request read it.
+fn window_gone(t: &Target) -> ApiError {
+    registry::gone(t.path.split('/').next().unwrap_or(&t.path))
 }
 
 async fn window_events(
@@ -1226,6 +1486,7 @@ async fn project_results(
         ApiError::bad(format!("the project XML has {} problem(s)", d.len()))
             .with_details(d.iter().map(|d| d.to_string()).collect())
     })?;
+    check_model_paths(st, &spec)?;
     let wanted: Option<Vec<String>> =
         param(q, "windows").map(|w| w.split('|').map(str::to_string).collect());
     let base = st.cfg.base.clone();

@@ -43,6 +43,11 @@ struct Args {
     /// Persist and restore paths must lie inside this directory.
     #[arg(long)]
     persist_root: Option<PathBuf>,
+    /// Files and directories named over the API (eventUrl, projectUrl, fs connectors of models
+    /// loaded over REST, persist and restore paths) must lie inside DIR (repeatable; symbolic
+    /// links resolved). Without it, any path the server can read is allowed.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
     /// Seconds between "current publish rate" log lines of running connectors.
     #[arg(long, default_value_t = 10)]
     rate_interval: u64,
@@ -105,6 +110,7 @@ pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCo
         auth_token: a.auth_token.filter(|t| !t.is_empty()),
         max_body: a.max_body,
         persist_root: a.persist_root,
+        file_roots: a.allow_path,
         rate_interval: Duration::from_secs(a.rate_interval.max(1)),
         persist_dir: a.persist_dir,
         persist_interval: a.persist_interval,

@@ -47,6 +47,9 @@ pub struct ParseOptions {
     pub blocksize: usize,
     /// Opcode of XML/JSON events that carry none.
     pub opcode: Opcode,
+    /// Whether problems may quote the input (cut short). False for text read from a file
+    /// named by the request: problems then give positions and reasons only.
+    pub quote_input: bool,
 }
 
 impl Default for ParseOptions {
@@ -55,13 +58,60 @@ impl Default for ParseOptions {
             dateformat: None,
             blocksize: 1,
             opcode: Opcode::Insert,
+            quote_input: true,
         }
     }
 }
 
+/// Longest piece of input quoted in a problem.
+const QUOTE_MAX: usize = 200;
+
+/// A problem's reason without the input it quotes: every span in quotes ('…', "…", `…`) or
+/// angle brackets becomes `…`. For input read from a file named by the request.
+pub fn unquoted(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut close: Option<char> = None;
+    for c in reason.chars() {
+        match close {
+            Some(end) if c == end => {
+                out.push(c);
+                close = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                let end = match c {
+                    '\'' => Some('\''),
+                    '"' => Some('"'),
+                    '`' => Some('`'),
+                    '<' => Some('>'),
+                    _ => None,
+                };
+                if let Some(end) = end {
+                    out.push('…');
+                    close = Some(end);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A CSV problem's reason without the input it quotes (field names come from the schema).
+fn csv_reason(e: &csv::CsvError) -> String {
+    match e {
+        csv::CsvError::Opcode(_) => "unknown opcode (use i, u, d, p or s)".into(),
+        csv::CsvError::Flags(_) => "unknown flags (use n, p or r)".into(),
+        csv::CsvError::Value { field, ty, .. } => {
+            format!("field '{field}' ({ty}): cannot read the value")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Reads event text into blocks (message IDs left 0 for the project to number). On failure,
-/// one line per problem (`line N: reason: text` for CSV, `event N: reason` otherwise) and no
-/// event is taken.
+/// one line per problem (`line N: reason: text` for CSV, `event N: reason` otherwise; without
+/// the text when `opts.quote_input` is false) and no event is taken.
 pub fn parse_body(
     text: &str,
     fmt: EventFormat,
@@ -89,7 +139,12 @@ pub fn parse_body(
                 }
                 match csv::parse_event(line, schema, &copts) {
                     Ok(e) => events.push(e),
-                    Err(e) => errors.push(format!("line {}: {e}: {line}", i + 1)),
+                    Err(e) if opts.quote_input => errors.push(format!(
+                        "line {}: {e}: {}",
+                        i + 1,
+                        crate::reply::cut(line, QUOTE_MAX)
+                    )),
+                    Err(e) => errors.push(format!("line {}: {}", i + 1, csv_reason(&e))),
                 }
             }
             if errors.is_empty() {
@@ -101,7 +156,13 @@ pub fn parse_body(
         EventFormat::Xml => {
             let blocks =
                 sluice_connector::xml_events::parse_events(text, schema, opts.dateformat.as_ref())
-                    .map_err(|e| vec![e.to_string()])?;
+                    .map_err(|e| {
+                        vec![if opts.quote_input {
+                            crate::reply::cut(&e.to_string(), QUOTE_MAX)
+                        } else {
+                            unquoted(&e.to_string())
+                        }]
+                    })?;
             Ok(blocks
                 .into_iter()
                 .map(|(tx, events)| EventBlock {
@@ -131,7 +192,12 @@ pub fn parse_body(
             for (i, item) in items.iter().enumerate() {
                 match json_event(item, schema, opts) {
                     Ok(e) => events.push(e),
-                    Err(e) => errors.push(format!("event {}: {e}", i + 1)),
+                    Err(e) if opts.quote_input => errors.push(format!(
+                        "event {}: {}",
+                        i + 1,
+                        crate::reply::cut(&e, QUOTE_MAX)
+                    )),
+                    Err(e) => errors.push(format!("event {}: {}", i + 1, unquoted(&e))),
                 }
             }
             if errors.is_empty() {
@@ -396,6 +462,48 @@ mod tests {
         let e = parse_body(r#"[{"nope":1}]"#, EventFormat::Json, &s, &o).unwrap_err();
         assert!(e[0].contains("'nope' is not a field"), "{e:?}");
         assert!(parse_body("{", EventFormat::Json, &s, &o).is_err());
+    }
+
+    #[test]
+    fn problems_of_file_input_quote_nothing() {
+        let s = schema();
+        let o = ParseOptions {
+            quote_input: false,
+            ..ParseOptions::default()
+        };
+        let e = parse_body(
+            "root:$6$secret:19000\ni,n,1,IBM,x$secret,\n",
+            EventFormat::Csv,
+            &s,
+            &o,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            vec![
+                "line 1: unknown opcode (use i, u, d, p or s)".to_string(),
+                "line 2: field 'price' (double): cannot read the value".to_string()
+            ]
+        );
+        let e = parse_body(
+            r#"[{"secret1":1},{"ID":"secret2"},{"opcode":"secret3"}]"#,
+            EventFormat::Json,
+            &s,
+            &o,
+        )
+        .unwrap_err();
+        assert!(e.iter().all(|l| !l.contains("secret")), "{e:?}");
+        for doc in [
+            "<events><event><secret>1</secret></event></events>",
+            "<events><event><ID>secret</ID></event></events>",
+            "<events><secret/></events>",
+            "<events><event opcode=\"secret\"></event></events>",
+            "<events><a></secret></events>",
+        ] {
+            let e = parse_body(doc, EventFormat::Xml, &s, &o).unwrap_err();
+            assert!(e.iter().all(|l| !l.contains("secret")), "{doc}: {e:?}");
+        }
+        assert_eq!(unquoted("a 'b' \"c\" `d` <e> 'f"), "a '…' \"…\" `…` <…> '…");
     }
 
     #[test]

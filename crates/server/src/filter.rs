@@ -2,6 +2,9 @@
 //! `ge`, `in(field,'a','b')` (or `in(field,'a|b')`), `match(field,'regex')`, combined with
 //! `and(…)`, `or(…)`, `not(…)`. Literals are quoted strings or numbers; a comparison is numeric
 //! when both sides read as numbers, else it compares text.
+//!
+//! Filters nest at most [`MAX_DEPTH`] levels: the parser and the evaluator recurse, so a
+//! deeper filter is refused with the limit named rather than allowed to exhaust the stack.
 
 use regex::Regex;
 use sluice_event::Value;
@@ -63,7 +66,7 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None => return Err(format!("unterminated string in filter '{s}'")),
+                        None => return Err("unterminated string in the filter".to_string()),
                         Some(&ch) if ch == q => {
                             if b.get(i + 1) == Some(&q) {
                                 t.push(q);
@@ -94,9 +97,14 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// Deepest nesting of `and`, `or` and `not` a filter may have (docs/operations.md, Safety).
+pub const MAX_DEPTH: usize = 64;
+
 struct P {
     toks: Vec<Tok>,
     pos: usize,
+    /// Functions open around the one being read.
+    depth: usize,
 }
 
 impl P {
@@ -131,6 +139,18 @@ impl P {
         }
     }
     fn filter(&mut self) -> Result<Filter, String> {
+        if self.depth >= MAX_DEPTH {
+            return Err(format!(
+                "the filter nests functions more than {MAX_DEPTH} levels deep (the limit): write it flatter"
+            ));
+        }
+        self.depth += 1;
+        let f = self.function();
+        self.depth -= 1;
+        f
+    }
+
+    fn function(&mut self) -> Result<Filter, String> {
         let name = match self.next() {
             Some(Tok::Ident(s)) => s,
             other => {
@@ -223,6 +243,7 @@ impl Filter {
         let mut p = P {
             toks: lex(s)?,
             pos: 0,
+            depth: 0,
         };
         let f = p.filter()?;
         if p.pos < p.toks.len() {
@@ -321,5 +342,15 @@ mod tests {
         assert!(Filter::parse("match(a,'(')")
             .unwrap_err()
             .contains("regular expression"));
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        let nest = |n: usize| format!("{}eq(qty,7){}", "not(".repeat(n), ")".repeat(n));
+        assert!(Filter::parse(&nest(MAX_DEPTH - 1)).is_ok());
+        let e = Filter::parse(&nest(5000)).unwrap_err();
+        assert!(e.contains("more than 64 levels"), "{e}");
+        let e = Filter::parse(&format!("{}eq(qty,7)", "and(".repeat(MAX_DEPTH))).unwrap_err();
+        assert!(e.contains("64 levels"), "{e}");
     }
 }

@@ -61,6 +61,10 @@ pub struct Config {
     pub max_body: usize,
     /// When set, persist/restore paths must lie inside this directory.
     pub persist_root: Option<PathBuf>,
+    /// `--allow-path`: when not empty, every file or directory named over the API (eventUrl,
+    /// projectUrl, fs connectors of models loaded over REST, persist and restore paths when
+    /// no persist root is set) must lie inside one of these, symbolic links resolved.
+    pub file_roots: Vec<PathBuf>,
     /// Where relative connector file names resolve (the working directory).
     pub base: PathBuf,
     /// Time between "current publish rate" log lines.
@@ -92,6 +96,7 @@ impl Default for Config {
             auth_token: None,
             max_body: 16 << 20,
             persist_root: None,
+            file_roots: Vec::new(),
             base: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             rate_interval: Duration::from_secs(10),
             persist_dir: None,
@@ -144,14 +149,16 @@ pub(crate) fn read_models(paths: &[PathBuf]) -> Result<Vec<ProjectSpec>, StartEr
             message: format!("cannot read: {e}"),
         })?;
         let lookup = |v: &str| std::env::var(v).ok();
-        let specs = sluice_model::parse_models(&text, &lookup).map_err(|d| StartError::Model {
-            path: p.display().to_string(),
-            message: d
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+        let mut specs =
+            sluice_model::parse_models(&text, &lookup).map_err(|d| StartError::Model {
+                path: p.display().to_string(),
+                message: d
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+        registry::keep_as_written(&text, &mut specs);
         out.extend(specs);
     }
     Ok(out)

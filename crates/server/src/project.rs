@@ -88,6 +88,8 @@ pub struct SubMsg {
 #[derive(Clone, Debug, Default)]
 pub struct InjectOutcome {
     pub events: u64,
+    /// True when the project was stopped when the blocks reached it: nothing was injected.
+    pub stopped: bool,
     /// Refused events with their reasons.
     pub refused: Vec<String>,
 }
@@ -103,6 +105,13 @@ pub enum Cmd {
         window: WindowId,
         blocks: Vec<EventBlock>,
         reply: Option<oneshot::Sender<InjectOutcome>>,
+    },
+    /// As `Inject`, for events read from a file named by the request (`eventUrl=`): refusals
+    /// and bad-event records give reasons only, never the events' values.
+    InjectFile {
+        window: WindowId,
+        blocks: Vec<EventBlock>,
+        reply: oneshot::Sender<InjectOutcome>,
     },
     /// Records input text a client publisher could not read.
     BadLine {
@@ -237,6 +246,7 @@ pub fn spawn(
             clients: BTreeMap::new(),
             bad,
             capture: None,
+            quote: true,
             io_error: None,
         },
         client_seq: 0,
@@ -265,6 +275,9 @@ struct ProjectSink {
     bad: BadEvents,
     /// Refusals of the current injection, for its reply.
     capture: Option<Vec<String>>,
+    /// False while injecting events read from a file named by the request: refusals then
+    /// record reasons only.
+    quote: bool,
     io_error: Option<String>,
 }
 
@@ -298,6 +311,24 @@ impl Sink for ProjectSink {
 
     fn bad_event(&mut self, window: WindowId, event: &Event, reason: &str) {
         let path = &self.paths[window.0 as usize];
+        if !self.quote {
+            let reason = format!(
+                "{} (values not recorded: the event was read from a file named by the request)",
+                crate::events::unquoted(reason)
+            );
+            tracing::warn!(target: "esp.windows", "window {path}: bad event refused: {reason}");
+            let blank = Event {
+                opcode: event.opcode,
+                flags: event.flags,
+                row: vec![sluice_event::Value::Null; event.row.len()],
+                old: None,
+            };
+            self.bad.event(path, &blank, &reason);
+            if let Some(c) = &mut self.capture {
+                c.push(format!("{path}: {reason}"));
+            }
+            return;
+        }
         tracing::warn!(target: "esp.windows", "window {path}: bad event refused: {reason}");
         self.bad.event(path, event, reason);
         if let Some(c) = &mut self.capture {
@@ -564,42 +595,12 @@ impl ProjectThread {
                 window,
                 blocks,
                 reply,
-            } => {
-                let mut outcome = InjectOutcome::default();
-                if !self.running {
-                    let why = format!("project '{}' is stopped: events refused", self.spec.name);
-                    tracing::warn!(target: "esp.windows", "{why}");
-                    outcome.refused.push(why);
-                    if let Some(r) = reply {
-                        let _ = r.send(outcome);
-                    }
-                    return true;
-                }
-                if reply.is_some() {
-                    self.sink.capture = Some(Vec::new());
-                }
-                for mut b in blocks {
-                    self.client_seq += 1;
-                    if b.id == MsgId(0) {
-                        b.id = MsgId(self.client_seq);
-                    }
-                    outcome.events += b.events.len() as u64;
-                    self.injected += b.events.len() as u64;
-                    if let Err(e) = self
-                        .engine
-                        .inject(window, b, self.block_time(), &mut self.sink)
-                    {
-                        outcome.refused.push(e.to_string());
-                    }
-                }
-                self.flush_subscribers();
-                if let Some(r) = reply {
-                    outcome
-                        .refused
-                        .extend(self.sink.capture.take().unwrap_or_default());
-                    let _ = r.send(outcome);
-                }
-            }
+            } => self.inject(window, blocks, reply, true),
+            Cmd::InjectFile {
+                window,
+                blocks,
+                reply,
+            } => self.inject(window, blocks, Some(reply), false),
             Cmd::BadLine {
                 connector,
                 line,
@@ -662,6 +663,58 @@ impl ProjectThread {
             Cmd::Shutdown => return false,
         }
         true
+    }
+
+    /// Runs client blocks through a source window; `quote`: refusals may show the values.
+    fn inject(
+        &mut self,
+        window: WindowId,
+        blocks: Vec<EventBlock>,
+        reply: Option<oneshot::Sender<InjectOutcome>>,
+        quote: bool,
+    ) {
+        let mut outcome = InjectOutcome::default();
+        if !self.running {
+            let why = format!("project '{}' is stopped: events refused", self.spec.name);
+            tracing::warn!(target: "esp.windows", "{why}");
+            outcome.stopped = true;
+            outcome.refused.push(why);
+            if let Some(r) = reply {
+                let _ = r.send(outcome);
+            }
+            return;
+        }
+        if reply.is_some() {
+            self.sink.capture = Some(Vec::new());
+        }
+        self.sink.quote = quote;
+        for mut b in blocks {
+            self.client_seq += 1;
+            if b.id == MsgId(0) {
+                b.id = MsgId(self.client_seq);
+            }
+            outcome.events += b.events.len() as u64;
+            self.injected += b.events.len() as u64;
+            if let Err(e) = self
+                .engine
+                .inject(window, b, self.block_time(), &mut self.sink)
+            {
+                let e = e.to_string();
+                outcome.refused.push(if quote {
+                    e
+                } else {
+                    crate::events::unquoted(&e)
+                });
+            }
+        }
+        self.sink.quote = true;
+        self.flush_subscribers();
+        if let Some(r) = reply {
+            outcome
+                .refused
+                .extend(self.sink.capture.take().unwrap_or_default());
+            let _ = r.send(outcome);
+        }
     }
 
     /// The input position of every publish connector, running or not.

@@ -12,7 +12,8 @@
 //! Every compiled project has a thread ([`crate::project`]) from load to delete, so its window
 //! state survives a stop and a start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sluice_engine::Engine;
@@ -65,13 +66,108 @@ pub struct Registry {
     projects: Mutex<BTreeMap<String, Project>>,
     /// Serialises life-cycle changes (loads, starts, stops, deletes); queries do not take it.
     admin: tokio::sync::Mutex<()>,
+    /// One lock per snapshot directory in use: persists and restores of one path take turns
+    /// (whichever project, whichever request), so a commit never meets another write or a
+    /// read half-way. An entry lives while some request holds or waits for it.
+    paths: PathLocks,
     cfg: ThreadConfig,
+}
+
+/// Locks by snapshot directory.
+#[derive(Default)]
+struct PathLocks(Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Holds the lock of one snapshot directory; forgets the entry when no one else wants it.
+struct PathGuard<'a> {
+    locks: &'a PathLocks,
+    key: PathBuf,
+    lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PathLocks {
+    async fn lock(&self, dir: &Path) -> PathGuard<'_> {
+        let key = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let lock = Some(m.lock_owned().await);
+        PathGuard {
+            locks: self,
+            key,
+            lock,
+        }
+    }
+}
+
+impl Drop for PathGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        let mut map = self.locks.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 fn missing(name: &str) -> ApiError {
     ApiError::not_found(format!(
         "project '{name}' does not exist: load it first with PUT projects/{name} and the project XML as the body"
     ))
+}
+
+/// Longest project name, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// The rule for a project name given in a URL (it names the project's snapshot directory in
+/// a server-wide persist): 1 to 128 ASCII letters, digits, `_`, `-` and `.`, starting with a
+/// letter, a digit or `_`. So `.`, `..` and names with `/` are refused.
+pub fn check_project_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "project name '{}' is not allowed: a project name is 1 to {MAX_NAME} ASCII letters, digits, '_', '-' and '.', starting with a letter, a digit or '_'",
+            crate::reply::cut(name, 200)
+        )))
+    }
+}
+
+/// Gives each project parsed from `xml` the `<project>` element as written, `@NAME@`
+/// placeholders unresolved: `GET projectXml` and `windowXml` show that one, so the values the
+/// server's environment gave them do not reach clients. (The element is only shown: the spec's
+/// other fields keep the resolved values.)
+pub fn keep_as_written(xml: &str, specs: &mut [ProjectSpec]) {
+    let Ok(root) = sluice_model::parse_xml_node(xml, &|_| None) else {
+        return;
+    };
+    let written: Vec<&sluice_model::XmlNode> = match root.name.as_str() {
+        "project" => vec![&root],
+        _ => root
+            .children_named("projects")
+            .flat_map(|p| p.children_named("project"))
+            .collect(),
+    };
+    if written.len() == specs.len() {
+        for (spec, node) in specs.iter_mut().zip(written) {
+            spec.node = node.clone();
+        }
+    }
 }
 
 /// Parses project XML for a load: exactly one project, renamed to `name`.
@@ -89,6 +185,7 @@ pub fn parse_for_load(name: &str, xml: &str) -> Result<ProjectSpec, ApiError> {
         ))
         .with_details(diags.iter().map(|d| d.to_string()).collect())
     })?;
+    keep_as_written(xml, std::slice::from_mut(&mut spec));
     if spec.name != name {
         spec.name = name.to_string();
         for (k, v) in &mut spec.node.attrs {
@@ -106,6 +203,7 @@ impl Registry {
         Registry {
             projects: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            paths: PathLocks::default(),
             cfg,
         }
     }
@@ -320,6 +418,7 @@ impl Registry {
 
     /// `value=persisted`: a consistent snapshot, running or not.
     pub async fn persist(&self, name: &str, dir: std::path::PathBuf) -> Result<String, ApiError> {
+        let _turn = self.paths.lock(&dir).await;
         let v = self.get(name)?;
         let h = v.handle.ok_or_else(|| {
             ApiError::conflict(format!(
@@ -366,6 +465,7 @@ impl Registry {
                 "project '{name}' did not compile: fix the model and load it again before restoring"
             ))
         })?;
+        let _turn = self.paths.lock(&dir).await;
         h.ask(|reply| Cmd::Restore {
             dir,
             suggest,
@@ -393,11 +493,12 @@ impl Registry {
     }
 }
 
-fn gone(name: &str) -> ApiError {
-    ApiError::new(
-        500,
-        format!("project '{name}': its processing thread has ended"),
-    )
+/// The project's thread ended while a request was on its way: the project was deleted or
+/// replaced meanwhile (a conflict with that request, not a server fault).
+pub fn gone(name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "project '{name}' was deleted or replaced while this request was on its way: nothing was done; look at GET projects/{name} and try again"
+    ))
 }
 
 fn cannot_start(name: &str, diags: &[Diagnostic]) -> ApiError {

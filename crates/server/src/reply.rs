@@ -13,6 +13,9 @@ pub enum Format {
     Json,
 }
 
+/// Detail lines a reply lists at most; the rest are counted (`and N more`).
+pub const MAX_DETAILS: usize = 20;
+
 /// A failed request: status, a message that says what to do, and optional detail lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -48,17 +51,30 @@ impl ApiError {
         self
     }
 
+    /// The detail lines a reply shows: the first [`MAX_DETAILS`], then how many more.
+    pub fn shown_details(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.details.iter().take(MAX_DETAILS).cloned().collect();
+        if self.details.len() > MAX_DETAILS {
+            v.push(format!(
+                "and {} more not listed",
+                self.details.len() - MAX_DETAILS
+            ));
+        }
+        v
+    }
+
     /// The error in the requested representation.
     pub fn render(&self, fmt: Format) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let details = self.shown_details();
         match fmt {
             Format::Xml => {
                 let mut s = String::from("<response><message>");
                 escape(&self.message, &mut s);
                 s.push_str("</message>");
-                if !self.details.is_empty() {
+                if !details.is_empty() {
                     s.push_str("<details>");
-                    for d in &self.details {
+                    for d in &details {
                         s.push_str("<detail>");
                         escape(d, &mut s);
                         s.push_str("</detail>");
@@ -69,7 +85,7 @@ impl ApiError {
                 xml_response(status, s)
             }
             Format::Json => {
-                let v = json!({"message": self.message, "details": self.details});
+                let v = json!({"message": self.message, "details": details});
                 json_response(status, v.to_string())
             }
         }
@@ -79,7 +95,7 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.message)?;
-        for d in &self.details {
+        for d in &self.shown_details() {
             write!(f, "; {d}")?;
         }
         Ok(())
@@ -232,6 +248,14 @@ impl Elem {
     }
 }
 
+/// Request input quoted in a reply: at most `max` characters, then `…` and how many more.
+pub fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}… ({} more characters)", &s[..i], s[i..].chars().count()),
+    }
+}
+
 /// Escapes element text.
 pub fn escape(s: &str, out: &mut String) {
     for c in s.chars() {
@@ -277,5 +301,14 @@ mod tests {
             e.to_json().to_string(),
             r#"{"project":[{"name":"a&b"},{"name":"c"}]}"#
         );
+    }
+
+    #[test]
+    fn details_are_capped() {
+        let e =
+            ApiError::bad("m").with_details((0..100_000).map(|i| format!("line {i}")).collect());
+        let d = e.shown_details();
+        assert_eq!(d.len(), MAX_DETAILS + 1);
+        assert_eq!(d[MAX_DETAILS], "and 99980 more not listed");
     }
 }

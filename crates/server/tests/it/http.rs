@@ -610,3 +610,31 @@ fn reload_resets_to_the_startup_model_and_stop_ends_the_server() {
         "the server stops"
     );
 }
+
+#[test]
+fn deeply_nested_filters_are_refused_and_the_server_still_serves() {
+    let t = TestServer::start();
+    t.load_started("deep");
+    let nest = |n: usize| format!("{}eq(symbol,'A'){}", "not(".repeat(n), ")".repeat(n));
+    let deep = nest(5000);
+    for rest in [
+        format!("events/deep/cq/trades?filter={deep}"),
+        format!("events?eventFilter={deep}"),
+        format!("events?windowFilter={deep}"),
+        format!("projects?filter={deep}"),
+        format!("windows?filter={deep}"),
+    ] {
+        let (s, b) = t.get(&rest);
+        assert_eq!(s, 400, "{b}");
+        assert!(
+            err_msg(&b).contains("more than 64 levels deep (the limit)"),
+            "{b}"
+        );
+        assert!(b.len() < 2000, "the reply quotes the filter cut short: {b}");
+    }
+    // A filter within the limit still works, and the server serves on.
+    let (s, b) = t.get(&format!("events/deep/cq/trades?filter={}", nest(63)));
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = t.get("server");
+    assert_eq!(s, 200);
+}

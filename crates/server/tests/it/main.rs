@@ -3,6 +3,8 @@
 mod http;
 mod persist;
 mod pubsub;
+mod races;
+mod safety;
 mod ws;
 
 use std::path::PathBuf;
