@@ -16,5 +16,5 @@ mod write;
 
 pub use parse::{parse_duration_us, parse_models, parse_project, parse_xml_node, MAX_XML_DEPTH};
 pub use spec::*;
-pub use validate::{topo_order, validate};
+pub use validate::{name_problem, topo_order, validate};
 pub use write::write_xml;

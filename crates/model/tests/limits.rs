@@ -56,3 +56,62 @@ fn a_model_nested_10000_elements_deep_is_refused_naming_the_limit_and_the_line()
     let e = parse_project(&nested(MAX_XML_DEPTH - 1), &no_vars).unwrap_err();
     assert!(e[0].message.contains("nested more than"), "{e:?}");
 }
+
+fn names_model(project: &str, cq: &str, window: &str) -> String {
+    format!(
+        "<project name='{project}' pubsub='auto'>\n<contqueries>\n<contquery name='{cq}'>\n<windows>\n\
+         <window-source name='{window}'><schema-string>id*:int64</schema-string></window-source>\n\
+         </windows>\n</contquery>\n</contqueries>\n</project>\n"
+    )
+}
+
+#[test]
+fn names_that_could_be_paths_are_refused_with_the_name_and_the_rule() {
+    let rule = "a name is made of letters A-Z and a-z, digits, '_', '-' and '.', and does not start with '.'";
+    for (project, cq, window, line, needle) in [
+        (
+            "p",
+            "cq",
+            "../../../escaped",
+            5,
+            "window name '../../../escaped'",
+        ),
+        (
+            "p",
+            "../../../../cqescape",
+            "w",
+            3,
+            "contquery name '../../../../cqescape'",
+        ),
+        ("..", "cq", "w", 1, "project name '..'"),
+        (".", "cq", "w", 1, "project name '.'"),
+        (".hidden", "cq", "w", 1, "project name '.hidden'"),
+        ("p", "a\\b", "w", 3, "contquery name 'a\\b'"),
+        ("p", "cq", "a b", 5, "window name 'a b'"),
+        ("p", "cq", "w/x", 5, "window name 'w/x'"),
+        ("p", "cq", "w&#0;x", 5, "malformed XML"),
+        ("p", "cq", "w&#9;x", 5, "contains the character U+0009"),
+    ] {
+        let xml = names_model(project, cq, window);
+        let errs = parse_models(&xml, &no_vars).expect_err(&xml);
+        let e = errs
+            .iter()
+            .find(|d| d.message.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {errs:?}"));
+        assert_eq!(e.line, line, "{e}");
+        if !needle.starts_with("malformed") {
+            assert!(e.message.contains(rule), "{e}");
+        }
+    }
+    // What ESP models use loads.
+    for (project, cq, window) in [
+        ("trades_1", "cq-2", "w.3"),
+        ("P", "CQ", "a-b_c.d"),
+        ("0", "1", "2"),
+    ] {
+        let xml = names_model(project, cq, window);
+        assert!(parse_models(&xml, &no_vars).is_ok(), "{xml}");
+    }
+    assert_eq!(name_problem("ok.name-1_x"), None);
+    assert!(name_problem("..").is_some());
+}
