@@ -672,6 +672,16 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, PersistError> {
             ),
         });
     }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(f) = m.files.iter().find(|f| !seen.insert(f.path.as_str())) {
+        return Err(PersistError::BadManifest {
+            path,
+            why: format!(
+                "file '{}' is listed twice: the snapshot is refused whole",
+                f.path
+            ),
+        });
+    }
     Ok(m)
 }
 
@@ -1207,5 +1217,37 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_manifest_listing_a_file_twice_is_refused_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        let mut m = read_manifest(&dir).unwrap();
+        let again = m
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("agg.state"))
+            .unwrap()
+            .clone();
+        m.files.push(again);
+        m.checksum = m.own_checksum();
+        fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let e = read_snapshot(&dir, "p", 0xabc).unwrap_err();
+        assert!(matches!(e, PersistError::BadManifest { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("file 'queries/cq/agg.state' is listed twice"),
+            "{e}"
+        );
+        let mut called = 0;
+        let e = read_snapshot_streamed(&dir, "p", 0xabc, |_, _| -> Result<(), String> {
+            called += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        assert_eq!(called, 0, "a window was handed over before the refusal");
     }
 }
