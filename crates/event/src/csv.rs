@@ -3,7 +3,8 @@
 //! Parsing rules (docs/formats/csv-events.md): opcode and flag letters are case-insensitive and
 //! an empty opcode is insert; an empty field is null; numeric fields may carry surrounding
 //! blanks, string fields keep theirs; a field may be double-quoted, with `""` or `\"` standing
-//! for a quote inside it.
+//! for a quote inside it, and `\n`, `\r`, `\\` for a line feed, a carriage return and a
+//! backslash (so that one line holds any string: what [`write_value`] writes reads back).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -108,8 +109,13 @@ pub fn split_line<'a>(
                         k += 1;
                         break;
                     }
-                    b'\\' if bytes.get(k + 1) == Some(&b'"') => {
-                        s.push('"');
+                    b'\\' if matches!(bytes.get(k + 1), Some(b'"' | b'\\' | b'n' | b'r')) => {
+                        s.push(match bytes[k + 1] {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'n' => '\n',
+                            _ => '\r',
+                        });
                         k += 2;
                     }
                     _ => {
@@ -898,7 +904,10 @@ fn parse_fields<'a>(
     })
 }
 
-/// Appends one value's CSV text (quoted when it contains the delimiter, a quote or a newline).
+/// Appends one value's CSV text. A string holding the delimiter, a quote, a line feed or a
+/// carriage return is quoted, with `""` for a quote and `\n`, `\r`, `\\` for a line feed, a
+/// carriage return and a backslash, so the text stays on one line and [`split_line`] reads the
+/// same string back. (An empty string is an empty field, which reads back as null.)
 pub fn write_value(v: &Value, fmt: Option<&DateFormat>, out: &mut String) {
     match v {
         Value::Null => {}
@@ -906,10 +915,13 @@ pub fn write_value(v: &Value, fmt: Option<&DateFormat>, out: &mut String) {
             if s.contains([',', '"', '\n', '\r']) {
                 out.push('"');
                 for ch in s.chars() {
-                    if ch == '"' {
-                        out.push('"');
+                    match ch {
+                        '"' => out.push_str("\"\""),
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        ch => out.push(ch),
                     }
-                    out.push(ch);
                 }
                 out.push('"');
             } else {

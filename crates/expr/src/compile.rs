@@ -254,6 +254,69 @@ pub(crate) struct Code {
     pub body: Body,
     pub nlocals: u32,
     pub ty: Ty,
+    /// How deeply evaluating the body nests (see [`crate::MAX_EVAL_LEVELS`]).
+    pub height: u32,
+}
+
+impl Code {
+    fn new(body: Body, nlocals: u32, ty: Ty) -> Code {
+        let height = match &body {
+            Body::Expr(n) => node_height(n),
+            Body::Stmts(s) => stmts_height(s),
+        };
+        Code {
+            body,
+            nlocals,
+            ty,
+            height,
+        }
+    }
+}
+
+/// The height of an evaluation tree (1 for a leaf). Bounded: the parser refuses syntax trees
+/// higher than [`crate::MAX_NESTING`], and lowering adds at most a cast per level.
+fn node_height(n: &Node) -> u32 {
+    let one = |a: &Node| node_height(a);
+    let two = |a: &Node, b: &Node| node_height(a).max(node_height(b));
+    1 + match n {
+        Node::Const(_)
+        | Node::Field(_)
+        | Node::Var(_)
+        | Node::Param(_)
+        | Node::Opcode
+        | Node::Flags
+        | Node::CmpFC(..)
+        | Node::CmpFF(..)
+        | Node::ArithFC(..)
+        | Node::ArithCF(..)
+        | Node::ArithFF(..) => 0,
+        Node::Neg(a)
+        | Node::Not(a)
+        | Node::IsNull(a)
+        | Node::Cast(_, a)
+        | Node::RegexCompile(_, a)
+        | Node::RegexFind(_, _, a) => one(a),
+        Node::And(a, b)
+        | Node::Or(a, b)
+        | Node::Arith(_, a, b)
+        | Node::Concat(a, b)
+        | Node::Cmp(_, a, b)
+        | Node::RegexReplace(_, _, a, b) => two(a, b),
+        Node::Call(_, args) | Node::Udf(_, args) => args.iter().map(one).max().unwrap_or(0),
+    }
+}
+
+fn stmts_height(stmts: &[Stmt]) -> u32 {
+    stmts
+        .iter()
+        .map(|s| match s {
+            Stmt::Assign { value, .. } => node_height(value),
+            Stmt::Eval(n) | Stmt::Return(Some(n)) => node_height(n),
+            Stmt::Return(None) => 0,
+            Stmt::If(c, t, e) => node_height(c).max(1 + stmts_height(t).max(stmts_height(e))),
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Debug)]
@@ -341,11 +404,7 @@ impl<'p> Compiler<'p> {
                     _ => ty,
                 };
                 self.check_result(ty, e.pos)?;
-                return Ok(Code {
-                    body: Body::Expr(node),
-                    nlocals: self.locals.len() as u32,
-                    ty,
-                });
+                return Ok(Code::new(Body::Expr(node), self.locals.len() as u32, ty));
             }
         }
         // A trailing expression statement (also at the end of a trailing `if`'s branches) is
@@ -377,11 +436,11 @@ impl<'p> Compiler<'p> {
         fix_returns(&mut out, target, &mut types);
         let pos = self.returns.first().map(|r| r.1).unwrap_or_default();
         self.check_result(target, pos)?;
-        Ok(Code {
-            body: Body::Stmts(out.into_boxed_slice()),
-            nlocals: self.locals.len() as u32,
-            ty: target,
-        })
+        Ok(Code::new(
+            Body::Stmts(out.into_boxed_slice()),
+            self.locals.len() as u32,
+            target,
+        ))
     }
 
     fn check_result(&self, ty: Ty, pos: Pos) -> Result<(), ExprError> {

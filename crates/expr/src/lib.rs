@@ -101,8 +101,9 @@ pub enum EvalError {
     /// `r.findfirst(...)` or `r.replace(...)` before `r.compile(...)`.
     #[error("regex '{0}' used before compile()")]
     RegexUnset(Box<str>),
-    /// UDFs calling each other too deeply.
-    #[error("udf '{0}' nested more than {MAX_DEPTH} calls deep")]
+    /// UDFs calling each other too deeply: more than [`MAX_DEPTH`] calls, or more than
+    /// [`MAX_EVAL_LEVELS`] levels of nesting in all.
+    #[error("udf '{0}' nested too deeply: more than {MAX_DEPTH} calls deep or more than {MAX_EVAL_LEVELS} levels of expression nesting in all")]
     Recursion(Box<str>),
     /// The globals passed to `eval` do not come from this program's `init_globals`.
     #[error(
@@ -123,6 +124,13 @@ pub enum EvalError {
 
 /// Maximum UDF call depth.
 pub const MAX_DEPTH: u32 = 64;
+
+/// Maximum nesting of one evaluation in all: the heights of the expression and of every UDF
+/// body being called, one more per call. Each level is a stack frame of the evaluator; the bound
+/// keeps an evaluation within a 2 MiB thread stack whatever UDFs call each other.
+pub const MAX_EVAL_LEVELS: u32 = 2 * MAX_NESTING;
+
+pub use parse::MAX_NESTING;
 
 #[derive(Clone, Debug)]
 struct Udf {
@@ -300,6 +308,7 @@ impl Program {
                     now_micros,
                 },
                 depth: 0,
+                levels: code.height,
             };
             self.run(code, &[], &mut st)?;
         }
@@ -332,6 +341,7 @@ impl Program {
                     params: &[],
                     ev,
                     depth: 0,
+                    levels: code.height,
                 };
                 Ok(self.ev(n, row, &mut st)?.into_owned())
             }
@@ -343,6 +353,7 @@ impl Program {
                     params: &[],
                     ev,
                     depth: 0,
+                    levels: code.height,
                 };
                 self.run(code, row, &mut st)
             }
@@ -372,6 +383,8 @@ struct State<'g> {
     params: &'g [Value],
     ev: EventInfo,
     depth: u32,
+    /// Evaluation levels in use (see [`MAX_EVAL_LEVELS`]).
+    levels: u32,
 }
 
 impl State<'_> {
@@ -617,7 +630,8 @@ impl Program {
         st: &mut State<'_>,
     ) -> Result<Value, EvalError> {
         let udf = &self.udfs[i as usize];
-        if st.depth >= MAX_DEPTH {
+        let levels = st.levels + 1 + udf.code.height;
+        if st.depth >= MAX_DEPTH || levels > MAX_EVAL_LEVELS {
             return Err(EvalError::Recursion(udf.name.as_str().into()));
         }
         let mut params: Frame = SmallVec::new();
@@ -631,6 +645,7 @@ impl Program {
             params: &params,
             ev: st.ev,
             depth: st.depth + 1,
+            levels,
         };
         self.run(&udf.code, row, &mut sub)
     }

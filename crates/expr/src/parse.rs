@@ -281,6 +281,43 @@ pub(crate) enum ExKind {
 pub(crate) struct Ex {
     pub kind: ExKind,
     pub pos: Pos,
+    /// The height of this tree: 1 for a leaf (bounded by [`MAX_NESTING`]).
+    pub height: u32,
+}
+
+impl Ex {
+    pub fn new(kind: ExKind, pos: Pos) -> Ex {
+        let below = match &kind {
+            ExKind::Neg(e) | ExKind::Not(e) => e.height,
+            ExKind::Bin(_, l, r) => l.height.max(r.height),
+            ExKind::Call(_, args) | ExKind::Method(_, _, args) => {
+                args.iter().map(|a| a.height).max().unwrap_or(0)
+            }
+            _ => 0,
+        };
+        Ex {
+            kind,
+            pos,
+            height: below + 1,
+        }
+    }
+}
+
+/// How deeply an expression, initializer or UDF may nest: parentheses, unary signs and `not`,
+/// operators (a chain `a + b + c` nests one level per operator; chains of `and`, `or` and `&`
+/// are grouped so that they nest only logarithmically), call arguments, `if` and blocks. Every
+/// parse, type check and evaluation walks these trees recursively; the limit keeps them within
+/// a 2 MiB thread stack, and lies far above any real ESP expression.
+pub const MAX_NESTING: u32 = 64;
+
+fn too_deep(pos: Pos) -> ExprError {
+    err(
+        pos,
+        format!(
+            "the expression nests more than {MAX_NESTING} levels deep (parentheses, operators, \
+             calls and blocks count): split it with variables or UDFs"
+        ),
+    )
 }
 
 /// A declared variable type.
@@ -332,6 +369,8 @@ const RESERVED: [&str; 9] = [
 pub(crate) struct Parser {
     toks: Vec<Token>,
     i: usize,
+    /// Current recursion depth (see [`MAX_NESTING`]).
+    depth: u32,
 }
 
 enum End {
@@ -345,7 +384,56 @@ impl Parser {
         Ok(Parser {
             toks: lex(src)?,
             i: 0,
+            depth: 0,
         })
+    }
+
+    /// Runs `f` one nesting level deeper, refusing to go beyond [`MAX_NESTING`].
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Parser) -> Result<T, ExprError>,
+    ) -> Result<T, ExprError> {
+        if self.depth >= MAX_NESTING {
+            return Err(too_deep(self.pos()));
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
+    /// A node, refused when its tree grows beyond [`MAX_NESTING`].
+    fn node(&self, kind: ExKind, pos: Pos) -> Result<Ex, ExprError> {
+        let e = Ex::new(kind, pos);
+        if e.height > MAX_NESTING {
+            return Err(too_deep(pos));
+        }
+        Ok(e)
+    }
+
+    fn bin(&self, op: BinOp, l: Ex, r: Ex, pos: Pos) -> Result<Ex, ExprError> {
+        self.node(ExKind::Bin(op, Box::new(l), Box::new(r)), pos)
+    }
+
+    /// `terms[0] op terms[1] op ...` for an associative `op`, grouped as a balanced tree (the
+    /// terms stay in order, so evaluation order and short-circuits are those of the chain).
+    /// `ops[i]` is the position of the operator before `terms[i + 1]`.
+    fn balanced(&self, op: BinOp, terms: Vec<Ex>, ops: &[Pos]) -> Result<Ex, ExprError> {
+        // (tree, index of its first term)
+        let mut level: Vec<(Ex, usize)> =
+            terms.into_iter().enumerate().map(|(i, t)| (t, i)).collect();
+        while level.len() > 1 {
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            let mut it = level.into_iter();
+            while let Some((a, start)) = it.next() {
+                match it.next() {
+                    Some((b, bstart)) => next.push((self.bin(op, a, b, ops[bstart - 1])?, start)),
+                    None => next.push((a, start)),
+                }
+            }
+            level = next;
+        }
+        Ok(level.pop().expect("at least one term").0)
     }
 
     fn peek(&self) -> &Tok {
@@ -457,6 +545,10 @@ impl Parser {
     }
 
     fn stmt(&mut self) -> Result<St, ExprError> {
+        self.nested(Parser::stmt_inner)
+    }
+
+    fn stmt_inner(&mut self) -> Result<St, ExprError> {
         let pos = self.pos();
         let t = self.peek().clone();
         if let Tok::Ident(word) = &t {
@@ -587,31 +679,33 @@ impl Parser {
     // ---- expressions, lowest precedence first
 
     pub fn expr(&mut self) -> Result<Ex, ExprError> {
-        self.or()
+        self.nested(Parser::or)
     }
 
     fn or(&mut self) -> Result<Ex, ExprError> {
-        let mut l = self.and()?;
+        let mut terms = vec![self.and()?];
+        let mut ops = Vec::new();
         loop {
             let pos = self.pos();
             if self.eat_kw("or") || self.eat_op("||") {
-                let r = self.and()?;
-                l = bin(BinOp::Or, l, r, pos);
+                terms.push(self.and()?);
+                ops.push(pos);
             } else {
-                return Ok(l);
+                return self.balanced(BinOp::Or, terms, &ops);
             }
         }
     }
 
     fn and(&mut self) -> Result<Ex, ExprError> {
-        let mut l = self.not()?;
+        let mut terms = vec![self.not()?];
+        let mut ops = Vec::new();
         loop {
             let pos = self.pos();
             if self.eat_kw("and") || self.eat_op("&&") {
-                let r = self.not()?;
-                l = bin(BinOp::And, l, r, pos);
+                terms.push(self.not()?);
+                ops.push(pos);
             } else {
-                return Ok(l);
+                return self.balanced(BinOp::And, terms, &ops);
             }
         }
     }
@@ -619,11 +713,8 @@ impl Parser {
     fn not(&mut self) -> Result<Ex, ExprError> {
         let pos = self.pos();
         if self.eat_kw("not") || self.eat_op("!") {
-            let e = self.not()?;
-            return Ok(Ex {
-                kind: ExKind::Not(Box::new(e)),
-                pos,
-            });
+            let e = self.nested(Parser::not)?;
+            return self.node(ExKind::Not(Box::new(e)), pos);
         }
         self.cmp()
     }
@@ -642,9 +733,12 @@ impl Parser {
         };
         self.bump();
         let r = self.add()?;
-        Ok(bin(op, l, r, pos))
+        self.bin(op, l, r, pos)
     }
 
+    /// A chain of `+`, `-` and `&`, left to right. A run of `&` is grouped as a balanced tree
+    /// (`x & a & b & c` is `x & ((a & b) & c)`: concatenation is associative), so long
+    /// concatenations do not nest deeply.
     fn add(&mut self) -> Result<Ex, ExprError> {
         let mut l = self.mul()?;
         loop {
@@ -656,8 +750,20 @@ impl Parser {
                 _ => return Ok(l),
             };
             self.bump();
-            let r = self.mul()?;
-            l = bin(op, l, r, pos);
+            if op != BinOp::Concat {
+                let r = self.mul()?;
+                l = self.bin(op, l, r, pos)?;
+                continue;
+            }
+            let mut run = vec![self.mul()?];
+            let mut ops = Vec::new();
+            while self.is_op("&") {
+                ops.push(self.pos());
+                self.bump();
+                run.push(self.mul()?);
+            }
+            let r = self.balanced(BinOp::Concat, run, &ops)?;
+            l = self.bin(BinOp::Concat, l, r, pos)?;
         }
     }
 
@@ -673,31 +779,22 @@ impl Parser {
             };
             self.bump();
             let r = self.unary()?;
-            l = bin(op, l, r, pos);
+            l = self.bin(op, l, r, pos)?;
         }
     }
 
     fn unary(&mut self) -> Result<Ex, ExprError> {
         let pos = self.pos();
         if self.eat_op("-") {
-            let e = self.unary()?;
-            return Ok(match e.kind {
-                ExKind::Int(v) => Ex {
-                    kind: ExKind::Int(-v),
-                    pos,
-                },
-                ExKind::Real(v) => Ex {
-                    kind: ExKind::Real(-v),
-                    pos,
-                },
-                _ => Ex {
-                    kind: ExKind::Neg(Box::new(e)),
-                    pos,
-                },
-            });
+            let e = self.nested(Parser::unary)?;
+            return match e.kind {
+                ExKind::Int(v) => self.node(ExKind::Int(-v), pos),
+                ExKind::Real(v) => self.node(ExKind::Real(-v), pos),
+                _ => self.node(ExKind::Neg(Box::new(e)), pos),
+            };
         }
         if self.eat_op("+") {
-            return self.unary();
+            return self.nested(Parser::unary);
         }
         self.primary()
     }
@@ -780,14 +877,7 @@ impl Parser {
             }
             _ => return Err(self.unexpected()),
         };
-        Ok(Ex { kind, pos })
-    }
-}
-
-fn bin(op: BinOp, l: Ex, r: Ex, pos: Pos) -> Ex {
-    Ex {
-        kind: ExKind::Bin(op, Box::new(l), Box::new(r)),
-        pos,
+        self.node(kind, pos)
     }
 }
 

@@ -14,7 +14,7 @@ pub mod spec;
 mod validate;
 mod write;
 
-pub use parse::{parse_duration_us, parse_models, parse_project, parse_xml_node};
+pub use parse::{parse_duration_us, parse_models, parse_project, parse_xml_node, MAX_XML_DEPTH};
 pub use spec::*;
-pub use validate::{topo_order, validate};
+pub use validate::{name_problem, topo_order, validate};
 pub use write::write_xml;

@@ -26,6 +26,12 @@ const EXECUTED: [&str; 7] = [
     "window-union",
 ];
 
+/// The deepest element nesting a model may have (the root counts as 1). The deepest ESP
+/// models nest about 12 elements (`engine/projects/project/contqueries/contquery/windows/
+/// window-*/connectors/connector/properties/property`); 64 leaves room for any real one while
+/// keeping every recursive walk of the tree (copy, drop, write back) shallow.
+pub const MAX_XML_DEPTH: usize = 64;
+
 /// Parses model text: an `<engine>` root (with `<projects>`), or a bare `<project>`. Returns
 /// every project, or every problem found, each with its 1-based line.
 ///
@@ -113,10 +119,12 @@ pub fn parse_xml_node(
         match event {
             Event::Start(e) => {
                 let line = lines.line_at(start);
+                too_deep(stack.len() + 1, line)?;
                 stack.push(start_node(&e, line, vars).map_err(|m| fail(line, m))?);
             }
             Event::Empty(e) => {
                 let line = lines.line_at(start);
+                too_deep(stack.len() + 1, line)?;
                 let node = start_node(&e, line, vars).map_err(|m| fail(line, m))?;
                 finish(node, &mut stack, &mut root, vars)?;
             }
@@ -178,6 +186,20 @@ pub fn parse_xml_node(
             "empty document: expected <engine> or <project> root".into(),
         )
     })
+}
+
+/// Refuses an element at nesting `depth` (the root is 1) beyond [`MAX_XML_DEPTH`].
+fn too_deep(depth: usize, line: u32) -> Result<(), Diagnostic> {
+    if depth > MAX_XML_DEPTH {
+        return Err(Diagnostic {
+            line,
+            path: None,
+            message: format!(
+                "an element nested more than {MAX_XML_DEPTH} elements deep (the limit for a model)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn start_node(

@@ -23,10 +23,61 @@ pub(crate) fn validate_with(
     schema_errors: &HashSet<(usize, usize)>,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    if let Some(why) = name_problem(&project.name) {
+        out.push(Diagnostic {
+            line: project.line,
+            path: None,
+            message: format!("project name '{}' {why}", project.name),
+        });
+    }
     for (ci, cq) in project.contqueries.iter().enumerate() {
+        if let Some(why) = name_problem(&cq.name) {
+            diag(
+                &mut out,
+                cq.line,
+                cq.name.clone(),
+                format!("contquery name '{}' {why}", cq.name),
+            );
+        }
+        for w in &cq.windows {
+            if let Some(why) = name_problem(&w.name) {
+                diag(
+                    &mut out,
+                    w.line,
+                    format!("{}/{}", cq.name, w.name),
+                    format!("window name '{}' {why}", w.name),
+                );
+            }
+        }
         validate_cq(ci, cq, schema_errors, &mut out);
     }
     out
+}
+
+/// The rule for project, contquery and window names: ASCII letters, digits, `_`, `-` and `.`,
+/// not starting with `.` (so never `.` or `..`). Names become parts of URLs and of snapshot file
+/// paths (`queries/<cq>/<window>.state`), so a name can never be a path. `None` when `name`
+/// follows the rule (an empty name is reported where it is missing, not here); otherwise why
+/// not, to follow the name in a message.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
+    let what = match bad {
+        Some(c) if c.is_control() || c.is_whitespace() => {
+            format!("contains the character U+{:04X}", c as u32)
+        }
+        Some(c) => format!("contains '{c}'"),
+        None if name.starts_with('.') => "starts with '.'".to_string(),
+        None => return None,
+    };
+    Some(format!(
+        "is not allowed: it {what} (a name is made of letters A-Z and a-z, digits, '_', '-' \
+         and '.', and does not start with '.')"
+    ))
 }
 
 fn diag(out: &mut Vec<Diagnostic>, line: u32, path: String, message: String) {

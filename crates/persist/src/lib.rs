@@ -2,8 +2,11 @@
 //! per window under `queries/`, and a `MANIFEST` written last with the format version, the
 //! project fingerprint and the CRC-32C of every file.
 //!
-//! [`write_snapshot`] commits atomically (temporary directory, fsync, atomic exchange or
-//! rename); [`read_snapshot`] checks the version, the fingerprint and every checksum before it
+//! [`write_snapshot`] commits atomically inside the target directory: the files go to a new
+//! generation directory `DIR/.sluice-snap-*`, and the rename of a new `DIR/MANIFEST` naming it
+//! is the commit (the directory itself is never renamed, so it may be a mount point). It never
+//! removes anything that is not part of a Sluice snapshot, and persists to one directory are
+//! serialised by a lock file. [`read_snapshot`] checks the version, the fingerprint and every checksum before it
 //! returns anything, so a bad snapshot is refused whole. The engine's window bytes are opaque
 //! here.
 //!
@@ -23,6 +26,16 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_NAME: &str = "sluice-snapshot";
 const MANIFEST: &str = "MANIFEST";
 const PROJECT_STATE: &str = "project.state";
+const QUERIES: &str = "queries";
+/// Every name Sluice gives its own entries in a snapshot directory starts with this.
+const OWN_PREFIX: &str = ".sluice-";
+/// Generation directories: `DIR/.sluice-snap-<pid>-<n>-<nanos>`.
+const GEN_PREFIX: &str = ".sluice-snap-";
+/// Files and directories being written or put aside, removed by the next persist.
+const TMP_PREFIX: &str = ".sluice-tmp-";
+const OLD_PREFIX: &str = ".sluice-old-";
+/// The lock file of a snapshot directory (kept: removing a lock file races with its users).
+const LOCK: &str = ".sluice-lock";
 
 /// One file in the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +53,11 @@ pub struct Manifest {
     pub project: String,
     pub fingerprint: String,
     pub created_unix_ms: u64,
+    /// The generation directory (`.sluice-snap-*`, inside the snapshot directory) that holds
+    /// the files; empty for a snapshot written by an older version, whose files sit in the
+    /// snapshot directory itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dir: String,
     pub files: Vec<FileEntry>,
     /// CRC-32C of this manifest written with an empty `checksum` (so the manifest itself is
     /// checked too).
@@ -145,6 +163,35 @@ pub enum PersistError {
     },
     #[error("{path}: {why}")]
     BadFile { path: PathBuf, why: String },
+    /// The target directory holds entries that are not part of a Sluice snapshot: the persist
+    /// is refused and nothing changes.
+    #[error("{dir} holds {} that {} not part of a Sluice snapshot: {}; a persist never removes them (move them away, or persist to another directory)", plural(.entries.len(), "entry", "entries"), if .entries.len() == 1 { "is" } else { "are" }, name_list(.entries))]
+    Foreign { dir: PathBuf, entries: Vec<String> },
+    /// Another persist to the same directory (or a restore from it) holds its lock.
+    #[error("another persist to {dir} is in progress (or a restore is reading it): try again once it is done")]
+    Busy { dir: PathBuf },
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Up to three names, quoted, then how many more.
+fn name_list(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(3)
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 3 {
+        s.push_str(&format!(" and {} more", names.len() - 3));
+    }
+    s
 }
 
 fn crc_hex(bytes: &[u8]) -> String {
@@ -178,37 +225,209 @@ fn sync_dir(path: &Path) -> Result<(), PersistError> {
         })
 }
 
-fn temp_dir_for(dir: &Path) -> PathBuf {
+/// A name unique to this process and call, for generation and temporary entries.
+fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "snapshot".into());
-    dir.with_file_name(format!(
-        "{name}.tmp-{}-{}",
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}{}-{}-{nanos}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
-    ))
+    )
 }
 
-/// Removes `DIR.tmp-*` (and, when `DIR` is whole, `DIR.old-*`) leftovers of interrupted persists to `dir`.
+/// The lock of a snapshot directory, held while it lives.
+struct DirLock {
+    _file: File,
+}
+
+/// Takes the lock of `dir`: exclusive to write (the lock file is created), shared to read (only
+/// when a lock file exists: a directory written by an older version, or on a read-only mount,
+/// has none). Never waits: a lock held elsewhere is [`PersistError::Busy`].
+fn lock_dir(dir: &Path, exclusive: bool) -> Result<Option<DirLock>, PersistError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join(LOCK);
+    let file = if exclusive {
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| PersistError::Write {
+                path: path.clone(),
+                source,
+            })?
+    } else {
+        match File::open(&path) {
+            Ok(f) => f,
+            Err(_) => return Ok(None),
+        }
+    };
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    match flock(&file, op) {
+        Ok(()) => Ok(Some(DirLock { _file: file })),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(PersistError::Busy {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(PersistError::Write {
+            path,
+            source: e.into(),
+        }),
+    }
+}
+
+/// The entries of `dir` that are not part of a Sluice snapshot: anything but `MANIFEST`,
+/// `project.state`, `queries` (a link, or a directory holding only window files
+/// `<cq>/<window>.state`) and Sluice's own `.sluice-*` entries. Sorted.
+fn foreign_entries(dir: &Path) -> Result<Vec<String>, PersistError> {
+    let read = |path: &Path| {
+        fs::read_dir(path).map_err(|source| PersistError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let only_window_files = |q: &Path| -> Result<bool, PersistError> {
+        for cq in read(q)? {
+            let cq = cq.map_err(|source| PersistError::Read {
+                path: q.to_path_buf(),
+                source,
+            })?;
+            if !cq.file_type().is_ok_and(|t| t.is_dir()) {
+                return Ok(false);
+            }
+            for w in read(&cq.path())? {
+                let w = w.map_err(|source| PersistError::Read {
+                    path: cq.path(),
+                    source,
+                })?;
+                let is_file = w.file_type().is_ok_and(|t| t.is_file());
+                if !is_file || !w.file_name().to_string_lossy().ends_with(".state") {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    };
+    let mut out = Vec::new();
+    for e in read(dir)? {
+        let e = e.map_err(|source| PersistError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let t = e.file_type().map_err(|source| PersistError::Read {
+            path: e.path(),
+            source,
+        })?;
+        let ours = name.starts_with(OWN_PREFIX)
+            || (name == MANIFEST && (t.is_file() || t.is_symlink()))
+            || (name == PROJECT_STATE && (t.is_file() || t.is_symlink()))
+            || (name == QUERIES
+                && (t.is_symlink() || (t.is_dir() && only_window_files(&e.path())?)));
+        if !ours {
+            out.push(name);
+        }
+    }
+    // Files put into the current generation (through the `queries` link, say) that its
+    // manifest does not list: removing the generation later would remove them.
+    if let Ok(m) = read_manifest(dir) {
+        if let Ok(gen) = generation_dir(dir, &m) {
+            if !m.dir.is_empty() {
+                let listed: std::collections::HashSet<&str> =
+                    m.files.iter().map(|f| f.path.as_str()).collect();
+                let mut todo = vec![gen.clone()];
+                while let Some(d) = todo.pop() {
+                    for e in read(&d)?.flatten() {
+                        let rel = e.path();
+                        let rel = rel
+                            .strip_prefix(&gen)
+                            .unwrap_or(&rel)
+                            .to_string_lossy()
+                            .to_string();
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            todo.push(e.path());
+                        } else if !listed.contains(rel.as_str()) {
+                            out.push(rel);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The generation directory the current `DIR/MANIFEST` names: `Ok(Some(""))` for an older
+/// version's snapshot (files in `DIR`), `Ok(None)` when there is no manifest, `Err` when it
+/// cannot be read (then no generation may be assumed dead).
+fn live_generation(dir: &Path) -> Result<Option<String>, PersistError> {
+    match read_manifest(dir) {
+        Ok(m) => Ok(Some(m.dir)),
+        Err(PersistError::NoManifest { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes Sluice's own leftovers inside `dir`: temporary and put-aside entries, and every
+/// generation but `keep` (all of them only when `keep` is `Some("")`/`Some(name)`: with
+/// `None`, generations are left alone).
+fn remove_leftovers(dir: &Path, keep: Option<&str>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let gone = name.starts_with(TMP_PREFIX)
+            || name.starts_with(OLD_PREFIX)
+            || (name.starts_with(GEN_PREFIX) && keep.is_some_and(|k| k != name));
+        if gone {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            let _ = if is_dir {
+                fs::remove_dir_all(e.path())
+            } else {
+                fs::remove_file(e.path())
+            };
+        }
+    }
+}
+
+/// Removes what an older version's interrupted persists left beside `dir`: `DIR.tmp-<pid>-<n>`
+/// always, and `DIR.old-<pid>` once `DIR` holds a snapshot again. Other names are left alone.
 pub fn clean_leftovers(dir: &Path) {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return;
     };
-    let tmp = format!("{}.tmp-", name.to_string_lossy());
-    let old = format!("{}.old-", name.to_string_lossy());
+    let name = name.to_string_lossy();
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
     } else {
         parent
     };
+    let numbers = |s: &str, parts: usize| {
+        let p: Vec<&str> = s.split('-').collect();
+        p.len() == parts
+            && p.iter()
+                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+    };
     if let Ok(entries) = fs::read_dir(parent) {
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            // A `.old-` directory is only left when `DIR` itself is whole again.
-            if n.starts_with(&tmp) || (n.starts_with(&old) && dir.join(MANIFEST).exists()) {
+            let Some(rest) = n.strip_prefix(name.as_ref()) else {
+                continue;
+            };
+            let old = rest
+                .strip_prefix(".old-")
+                .is_some_and(|r| numbers(r, 1) && dir.join(MANIFEST).exists());
+            let tmp = rest.strip_prefix(".tmp-").is_some_and(|r| numbers(r, 2));
+            if (old || tmp) && e.file_type().is_ok_and(|t| t.is_dir()) {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
@@ -246,6 +465,10 @@ pub type WindowBody<'a> = Box<dyn Fn(&mut dyn Write) -> std::io::Result<()> + Se
 /// (the engine encodes a frozen window straight into the file, never holding it whole):
 /// files are written with direct I/O where the file system allows it, checksummed as they
 /// are written, on a writer thread beside the encoding.
+///
+/// `dir` is created when missing. A `dir` holding anything but a Sluice snapshot is refused
+/// ([`PersistError::Foreign`]) and left as it was; a persist to a `dir` another one is writing
+/// is refused ([`PersistError::Busy`]).
 pub fn write_snapshot_streamed(
     dir: &Path,
     project: &str,
@@ -254,25 +477,67 @@ pub fn write_snapshot_streamed(
     windows: Vec<(&str, WindowBody)>,
     created_unix_ms: u64,
 ) -> Result<u64, PersistError> {
+    let foreign = |dir: &Path| -> Result<(), PersistError> {
+        let entries = foreign_entries(dir)?;
+        if entries.is_empty() {
+            Ok(())
+        } else {
+            Err(PersistError::Foreign {
+                dir: dir.to_path_buf(),
+                entries,
+            })
+        }
+    };
+    // Refuse before creating anything (the lock file included) in a directory of others.
+    if dir.is_dir() {
+        foreign(dir)?;
+    }
+    fs::create_dir_all(dir).map_err(|source| PersistError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let _lock = lock_dir(dir, true)?;
+    // Again under the lock: what another process may have put there meanwhile.
+    foreign(dir)?;
     clean_leftovers(dir);
-    let tmp = temp_dir_for(dir);
-    let result = write_into(&tmp, project, fingerprint, state, windows, created_unix_ms)
-        .and_then(|n| commit(&tmp, dir).map(|_| n));
+    let live = live_generation(dir);
+    match &live {
+        Ok(Some(g)) => remove_leftovers(dir, Some(g)),
+        Ok(None) => remove_leftovers(dir, Some("")),
+        Err(_) => remove_leftovers(dir, None),
+    }
+    let gen = unique(GEN_PREFIX);
+    let manifest_tmp = dir.join(unique(TMP_PREFIX));
+    let result = write_into(
+        &dir.join(&gen),
+        &gen,
+        project,
+        fingerprint,
+        state,
+        windows,
+        created_unix_ms,
+    )
+    .and_then(|(n, manifest)| commit(dir, &gen, &manifest_tmp, &manifest).map(|()| n));
     if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs::remove_dir_all(dir.join(&gen));
+        let _ = fs::remove_file(&manifest_tmp);
     }
     result
 }
 
+/// Writes the files of generation `gen` into `gen_dir`; returns the bytes written (the
+/// manifest's included) and the manifest's bytes, not yet written anywhere.
 fn write_into(
-    tmp: &Path,
+    gen_dir: &Path,
+    gen: &str,
     project: &str,
     fingerprint: u64,
     state: &ProjectState,
     windows: Vec<(&str, WindowBody)>,
     created_unix_ms: u64,
-) -> Result<u64, PersistError> {
-    fs::create_dir_all(tmp.join("queries")).map_err(|source| PersistError::Write {
+) -> Result<(u64, Vec<u8>), PersistError> {
+    let tmp = gen_dir;
+    fs::create_dir_all(tmp.join(QUERIES)).map_err(|source| PersistError::Write {
         path: tmp.to_path_buf(),
         source,
     })?;
@@ -306,67 +571,59 @@ fn write_into(
             sync_dir(parent)?;
         }
     }
-    sync_dir(&tmp.join("queries"))?;
+    sync_dir(&tmp.join(QUERIES))?;
+    sync_dir(tmp)?;
     let mut manifest = Manifest {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
         project: project.to_string(),
         fingerprint: format!("{fingerprint:016x}"),
         created_unix_ms,
+        dir: gen.to_string(),
         files,
         checksum: String::new(),
     };
     manifest.checksum = manifest.own_checksum();
     let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    write_file(&tmp.join(MANIFEST), &m)?;
-    sync_dir(tmp)?;
-    Ok(total + m.len() as u64)
+    Ok((total + m.len() as u64, m))
 }
 
-fn commit(tmp: &Path, dir: &Path) -> Result<(), PersistError> {
-    let err = |source: std::io::Error| PersistError::Write {
-        path: dir.to_path_buf(),
+/// The commit, all inside `dir`: the new manifest is written under a temporary name and renamed
+/// over `DIR/MANIFEST` (the one atomic step: before it `DIR/MANIFEST` names the previous
+/// generation, whole; after it the new one, whole). Then `DIR/project.state` and `DIR/queries`
+/// become links into the new generation (for tools that look for them), and older generations
+/// are removed.
+fn commit(dir: &Path, gen: &str, manifest_tmp: &Path, manifest: &[u8]) -> Result<(), PersistError> {
+    write_file(manifest_tmp, manifest)?;
+    // The generation's entry in `dir` is durable before the manifest that names it.
+    sync_dir(dir)?;
+    fs::rename(manifest_tmp, dir.join(MANIFEST)).map_err(|source| PersistError::Write {
+        path: dir.join(MANIFEST),
         source,
-    };
-    if dir.exists() {
-        // Atomic swap: DIR becomes the new snapshot, the old one moves to the temporary name.
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            tmp,
-            rustix::fs::CWD,
-            dir,
-            rustix::fs::RenameFlags::EXCHANGE,
-        ) {
-            Ok(()) => {
-                let _ = fs::remove_dir_all(tmp);
-            }
-            Err(_) => {
-                // No RENAME_EXCHANGE (old kernel or file system): move the old one aside first.
-                // A crash between the two renames leaves the old snapshot under DIR.old-*.
-                let old = dir.with_file_name(format!(
-                    "{}.old-{}",
-                    dir.file_name()
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default(),
-                    std::process::id()
-                ));
-                fs::rename(dir, &old).map_err(err)?;
-                fs::rename(tmp, dir).map_err(err)?;
-                let _ = fs::remove_dir_all(&old);
-            }
-        }
-    } else {
-        fs::rename(tmp, dir).map_err(err)?;
+    })?;
+    sync_dir(dir)?;
+    for name in [PROJECT_STATE, QUERIES] {
+        link_into(dir, gen, name);
     }
-    if let Some(parent) = dir.parent() {
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        sync_dir(parent)?;
-    }
+    remove_leftovers(dir, Some(gen));
     Ok(())
+}
+
+/// Points `DIR/name` at `gen/name` (best effort: the reader does not use these links; a file
+/// system without symbolic links does without them). An older version's real `queries`
+/// directory is put aside first and removed with the leftovers.
+fn link_into(dir: &Path, gen: &str, name: &str) {
+    let link = dir.join(unique(TMP_PREFIX));
+    if std::os::unix::fs::symlink(format!("{gen}/{name}"), &link).is_err() {
+        return;
+    }
+    let path = dir.join(name);
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        let _ = fs::rename(&path, dir.join(unique(OLD_PREFIX)));
+    }
+    if fs::rename(&link, &path).is_err() {
+        let _ = fs::remove_file(&link);
+    }
 }
 
 /// Reads the manifest of `dir` (no file checks).
@@ -412,6 +669,16 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, PersistError> {
             why: format!(
                 "checksum mismatch (crc32c {own}, the manifest says '{}'): the manifest is corrupted",
                 m.checksum
+            ),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(f) = m.files.iter().find(|f| !seen.insert(f.path.as_str())) {
+        return Err(PersistError::BadManifest {
+            path,
+            why: format!(
+                "file '{}' is listed twice: the snapshot is refused whole",
+                f.path
             ),
         });
     }
@@ -487,6 +754,8 @@ pub fn read_snapshot_streamed<E: std::fmt::Display>(
     fingerprint: u64,
     mut window: impl FnMut(&str, &mut WindowFile) -> Result<(), E>,
 ) -> Result<ProjectState, PersistError> {
+    // A persist to `dir` cannot remove the generation being read.
+    let _lock = lock_dir(dir, false)?;
     let manifest = read_manifest(dir)?;
     if manifest.project != project {
         return Err(PersistError::WrongProject {
@@ -503,13 +772,16 @@ pub fn read_snapshot_streamed<E: std::fmt::Display>(
             found: manifest.fingerprint,
         });
     }
+    let base = generation_dir(dir, &manifest)?;
+    let manifest_path = dir.join(MANIFEST);
+    let dir = base.as_path();
     // Every file's name, presence and size before any is read.
     let mut windows = Vec::new();
     let mut state_file = None;
     for f in &manifest.files {
         if f.path.contains("..") || f.path.starts_with('/') {
             return Err(PersistError::BadManifest {
-                path: dir.join(MANIFEST),
+                path: manifest_path.clone(),
                 why: format!("file path '{}' leaves the snapshot directory", f.path),
             });
         }
@@ -538,7 +810,7 @@ pub fn read_snapshot_streamed<E: std::fmt::Display>(
             windows.push((w, f));
         } else {
             return Err(PersistError::BadManifest {
-                path: dir.join(MANIFEST),
+                path: manifest_path.clone(),
                 why: format!("unexpected file '{}'", f.path),
             });
         }
@@ -570,6 +842,25 @@ pub fn read_snapshot_streamed<E: std::fmt::Display>(
         })?;
     }
     Ok(state)
+}
+
+/// Where the files of a snapshot are: the generation directory its manifest names (a single
+/// `.sluice-snap-*` entry of `dir`), or `dir` itself for an older version's snapshot.
+fn generation_dir(dir: &Path, manifest: &Manifest) -> Result<PathBuf, PersistError> {
+    let g = manifest.dir.as_str();
+    if g.is_empty() {
+        return Ok(dir.to_path_buf());
+    }
+    let plain = g.starts_with(GEN_PREFIX) && !g.contains(['/', '\\', '\0']) && !g.contains("..");
+    if !plain {
+        return Err(PersistError::BadManifest {
+            path: dir.join(MANIFEST),
+            why: format!(
+                "\"dir\": '{g}' is not a generation directory of the snapshot ({GEN_PREFIX}*)"
+            ),
+        });
+    }
+    Ok(dir.join(g))
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> PersistError {
@@ -775,5 +1066,188 @@ mod tests {
             read_snapshot(&dir, "p", 0xabc).unwrap_err(),
             PersistError::NoManifest { .. }
         ));
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_target_holding_other_files_is_refused_and_left_as_it_was() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        fs::write(dir.join("operator.log"), b"keep me").unwrap();
+        let before = entries(&dir);
+        let mut s2 = sample();
+        s2.windows.insert("cq/src".into(), vec![7; 10]);
+        let e = write_snapshot(&dir, &s2, 2).unwrap_err();
+        assert!(matches!(e, PersistError::Foreign { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("holds 1 entry that is not part of a Sluice snapshot: 'operator.log'"),
+            "{msg}"
+        );
+        assert_eq!(fs::read(dir.join("operator.log")).unwrap(), b"keep me");
+        assert_eq!(entries(&dir), before);
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), sample());
+
+        // A file among the window files is someone else's too.
+        fs::remove_file(dir.join("operator.log")).unwrap();
+        fs::write(dir.join("queries/cq/notes.txt"), b"mine").unwrap();
+        let e = write_snapshot(&dir, &s2, 2).unwrap_err();
+        assert!(e.to_string().contains("'queries/cq/notes.txt'"), "{e}");
+        assert_eq!(fs::read(dir.join("queries/cq/notes.txt")).unwrap(), b"mine");
+        fs::remove_file(dir.join("queries/cq/notes.txt")).unwrap();
+        write_snapshot(&dir, &s2, 2).unwrap();
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), s2);
+
+        // A directory of other files: up to three named, nothing created in it.
+        let other = t.path().join("other");
+        fs::create_dir(&other).unwrap();
+        for n in ["a", "b", "c", "d", "e"] {
+            fs::write(other.join(n), n).unwrap();
+        }
+        let e = write_snapshot(&other, &sample(), 1).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "holds 5 entries that are not part of a Sluice snapshot: 'a', 'b', 'c' and 2 more"
+            ),
+            "{e}"
+        );
+        assert_eq!(entries(&other), ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn layout_inside_the_directory_and_no_leftovers() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        for g in 1..=3u64 {
+            let mut s = sample();
+            s.state.publishers = vec![Position::Fs {
+                connector: "cq/src/pub".into(),
+                line: g,
+            }];
+            write_snapshot(&dir, &s, g).unwrap();
+            assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), s);
+            let names = entries(&dir);
+            let gens: Vec<&String> = names.iter().filter(|n| n.starts_with(GEN_PREFIX)).collect();
+            assert_eq!(gens.len(), 1, "{names:?}");
+            let m = read_manifest(&dir).unwrap();
+            assert_eq!(&m.dir, gens[0]);
+            assert_eq!(
+                names,
+                [
+                    ".sluice-lock",
+                    gens[0],
+                    "MANIFEST",
+                    "project.state",
+                    "queries"
+                ]
+            );
+            // The links tools look for lead into the generation.
+            assert_eq!(
+                fs::read_link(dir.join("queries")).unwrap(),
+                Path::new(&m.dir).join("queries")
+            );
+            assert!(dir.join("queries/cq/agg.state").is_file());
+        }
+        assert_eq!(entries(t.path()), ["snap"]);
+    }
+
+    /// A snapshot as the previous version wrote it: the files in DIR itself, no "dir".
+    fn write_legacy(dir: &Path, snap: &Snapshot) {
+        let t = tempfile::tempdir().unwrap();
+        let new = t.path().join("new");
+        write_snapshot(&new, snap, 1).unwrap();
+        let mut m = read_manifest(&new).unwrap();
+        let gen = new.join(&m.dir);
+        for f in &m.files {
+            let to = dir.join(&f.path);
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            fs::copy(gen.join(&f.path), to).unwrap();
+        }
+        m.dir.clear();
+        m.checksum = m.own_checksum();
+        fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_of_the_previous_layout_restores_and_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        fs::create_dir(&dir).unwrap();
+        write_legacy(&dir, &sample());
+        assert!(!fs::read_to_string(dir.join(MANIFEST))
+            .unwrap()
+            .contains("\"dir\""));
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), sample());
+        let mut s2 = sample();
+        s2.windows.insert("cq/other".into(), vec![5; 3]);
+        write_snapshot(&dir, &s2, 2).unwrap();
+        assert_eq!(read_snapshot(&dir, "p", 0xabc).unwrap(), s2);
+        // The old files are gone; the names are links into the generation.
+        assert!(fs::symlink_metadata(dir.join("queries"))
+            .unwrap()
+            .is_symlink());
+        assert!(fs::symlink_metadata(dir.join("project.state"))
+            .unwrap()
+            .is_symlink());
+        assert_eq!(entries(&dir).len(), 5, "{:?}", entries(&dir));
+    }
+
+    #[test]
+    fn a_manifest_naming_a_directory_outside_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        for bad in ["../x", ".sluice-snap-1/../../x", "queries", "/etc"] {
+            let mut m = read_manifest(&dir).unwrap();
+            m.dir = bad.to_string();
+            m.checksum = m.own_checksum();
+            fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+            let e = read_snapshot(&dir, "p", 0xabc).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a generation directory"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_manifest_listing_a_file_twice_is_refused_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snap");
+        write_snapshot(&dir, &sample(), 1).unwrap();
+        let mut m = read_manifest(&dir).unwrap();
+        let again = m
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("agg.state"))
+            .unwrap()
+            .clone();
+        m.files.push(again);
+        m.checksum = m.own_checksum();
+        fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let e = read_snapshot(&dir, "p", 0xabc).unwrap_err();
+        assert!(matches!(e, PersistError::BadManifest { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("file 'queries/cq/agg.state' is listed twice"),
+            "{e}"
+        );
+        let mut called = 0;
+        let e = read_snapshot_streamed(&dir, "p", 0xabc, |_, _| -> Result<(), String> {
+            called += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        assert_eq!(called, 0, "a window was handed over before the refusal");
     }
 }

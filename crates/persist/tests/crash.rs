@@ -1,7 +1,8 @@
 //! kill -9 during persist: the test binary re-runs itself as a child that persists snapshot
 //! generations in a loop; the parent kills it at random moments, then checks that the
 //! snapshot directory still holds a whole, verifiable snapshot at least as new as the last
-//! one the child reported committed, and that the next persist cleans up the leftovers.
+//! one the child reported committed, and that the next persist cleans up the leftovers (inside
+//! the directory and beside it).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -150,4 +151,27 @@ fn kill_during_persist_leaves_a_whole_snapshot() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     assert_eq!(names, vec!["snap".to_string()], "leftovers after a persist");
+    // Inside it, only the snapshot: the leftovers of killed persists are gone.
+    let mut inside: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with(".sluice-snap-"))
+        .collect();
+    inside.sort();
+    assert_eq!(
+        inside,
+        [".sluice-lock", "MANIFEST", "project.state", "queries"],
+        "leftovers inside the snapshot directory"
+    );
+    let gens = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".sluice-snap-")
+        })
+        .count();
+    assert_eq!(gens, 1, "generations left inside the snapshot directory");
 }

@@ -811,6 +811,15 @@ impl ProjectThread {
                         tracing::info!(target: "esp.server", "project {name} persisted to {shown}: {files} window file(s), {bytes} bytes, processing paused {} us, written in {} ms", pause.as_micros(), t1.elapsed().as_millis());
                         Ok(format!("project {name} successfully saved to {shown}"))
                     }
+                    // A target holding what Sluice did not write, or one another persist is
+                    // writing: the request's conflict, not the server's failure.
+                    Err(e @ sluice_persist::PersistError::Foreign { .. }) => {
+                        tracing::warn!(target: "esp.server", "project {name}: persist to {shown} refused: {e}");
+                        Err(ApiError::conflict(format!("persisting project '{name}' to '{shown}' refused: {e}")))
+                    }
+                    Err(e @ sluice_persist::PersistError::Busy { .. }) => {
+                        Err(ApiError::conflict(format!("persisting project '{name}' to '{shown}' refused: {e}")))
+                    }
                     Err(e) => {
                         tracing::error!(target: "esp.server", "project {name}: persist to {shown} failed: {e}");
                         Err(ApiError::new(500, format!("persisting project '{name}' to '{shown}' failed: {e}")))
