@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod apidocs;
+pub mod auth;
 pub mod cli;
 pub mod events;
 pub mod filter;
@@ -55,8 +56,11 @@ pub struct Config {
     pub badevents: Option<PathBuf>,
     /// Model files loaded and started at startup (and by `server/state?value=reloaded`).
     pub models: Vec<PathBuf>,
-    /// When set, every request needs `Authorization: Bearer <token>`.
+    /// When set, every request on every listener needs the token (crate::auth).
     pub auth_token: Option<String>,
+    /// `--insecure-no-token`: allows binding a non-loopback address without `auth_token`
+    /// (a trusted network). Without it such a bind refuses to start.
+    pub insecure_no_token: bool,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
     /// When set, persist/restore paths must lie inside this directory.
@@ -90,6 +94,7 @@ impl Default for Config {
             badevents: None,
             models: Vec::new(),
             auth_token: None,
+            insecure_no_token: false,
             max_body: 16 << 20,
             persist_root: None,
             base: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -126,6 +131,20 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("model {path}: {message}")]
     Model { path: String, message: String },
+    #[error("--bind {0} is reachable from other machines and no --auth-token is set: anyone who can reach the port could load, delete and read projects. Set --auth-token TOKEN (or SLUICE_AUTH_TOKEN), bind 127.0.0.1, or pass --insecure-no-token on a trusted network")]
+    NoToken(IpAddr),
+}
+
+impl Config {
+    /// Refuses settings that would expose the server: a non-loopback bind without a token
+    /// (unless `insecure_no_token`).
+    pub fn check(&self) -> Result<(), StartError> {
+        let loopback = self.bind.to_canonical().is_loopback();
+        if !loopback && self.auth_token.is_none() && !self.insecure_no_token {
+            return Err(StartError::NoToken(self.bind));
+        }
+        Ok(())
+    }
 }
 
 /// A running server.
@@ -183,6 +202,10 @@ impl AppState {
 impl Server {
     /// Binds the ports, loads the startup models and starts serving.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
+        cfg.check()?;
+        if cfg.auth_token.is_none() && !cfg.bind.to_canonical().is_loopback() {
+            tracing::warn!(target: "esp.server", "--insecure-no-token: listening on {} without a token", cfg.bind);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -1,5 +1,6 @@
 //! HTTP, WebSocket and pubsub tests against an in-process server on loopback port 0.
 
+mod auth;
 mod http;
 mod persist;
 mod pubsub;
