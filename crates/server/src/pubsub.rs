@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `ENC` is percent-encoded (`%25Y-%25m-%25d%20%25H:%25M:%25S`). A first line the server cannot
-//! use is answered with `error <reason>` and the connection closes.
+//! use is answered with `error <reason>` and the connection closes. With `--auth-token`, the
+//! first line must carry `access_token=TOKEN` (percent-encoded).
 
 use std::sync::Arc;
 
@@ -61,7 +62,15 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     Ok(Some(()))
 }
 
+/// The percent-decoded value of a first-line option.
+fn decode_option(v: &str) -> String {
+    api::parse_query(&format!("x={v}"))[0].1.clone()
+}
+
 async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -71,14 +80,30 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("").to_string();
     let path = words.next().unwrap_or("").to_string();
+    let options: Vec<&str> = words.collect();
+    if let Some(token) = &st.cfg.auth_token {
+        // Checked before anything else is told about the server (even whether the window exists).
+        let given = options
+            .iter()
+            .find_map(|wd| wd.strip_prefix("access_token="))
+            .map(decode_option);
+        let why = match given {
+            None => Some("this server needs a token: add access_token=TOKEN (percent-encoded) to the first line"),
+            Some(g) if !crate::auth::token_matches(g.as_bytes(), token) => Some("the token is wrong"),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            tracing::warn!(target: "esp.pubsub", "pubsub connection from {peer}: refused: {why}");
+            w.write_all(format!("error {why}\n").as_bytes()).await?;
+            return Ok(());
+        }
+    }
     let mut q: Query = Vec::new();
     let mut snapshot = false;
-    for wd in words {
+    for wd in options {
         match wd.split_once('=') {
-            Some((k, v)) => q.push((
-                k.to_string(),
-                api::parse_query(&format!("x={v}"))[0].1.clone(),
-            )),
+            Some(("access_token", _)) => {}
+            Some((k, v)) => q.push((k.to_string(), decode_option(v))),
             None if wd == "snapshot" => snapshot = true,
             None if wd == "csv" => {}
             None => {

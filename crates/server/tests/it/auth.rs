@@ -199,3 +199,114 @@ fn a_non_loopback_bind_without_a_token_refuses_to_start() {
     );
     assert_eq!(st, 200);
 }
+
+/// Opens a pubsub connection, sends `first` and returns the reader and writer.
+fn pubsub(t: &TestServer, first: &str) -> (std::io::BufReader<TcpStream>, TcpStream) {
+    use std::io::Write;
+    let s = TcpStream::connect(t.server.pubsub_addr().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    writeln!(w, "{first}").unwrap();
+    (std::io::BufReader::new(s), w)
+}
+
+fn line(r: &mut std::io::BufReader<TcpStream>) -> Option<String> {
+    use std::io::BufRead;
+    let mut l = String::new();
+    match r
+        .read_line(&mut l)
+        .expect("a line or the end within the timeout")
+    {
+        0 => None,
+        _ => Some(l.trim_end().to_string()),
+    }
+}
+
+/// True when the server closed the connection (end of stream, or a reset because the client
+/// wrote after the close); false when it sent anything more.
+fn closed(r: &mut std::io::BufReader<TcpStream>) -> bool {
+    use std::io::BufRead;
+    let mut l = String::new();
+    match r.read_line(&mut l) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn the_pubsub_port_needs_the_token() {
+    use std::io::Write;
+    let t = secured();
+    let auth = [("Authorization", format!("Bearer {TOKEN}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, b) = call("PUT", &t.url("projects/ps"), Some(&trades("ps")), &auth);
+    assert_eq!(s, 200, "{b}");
+    // Without the token, or with a wrong one: one error line, then the connection closes; the
+    // reply does not tell whether the window exists.
+    for (first, want) in [
+        (
+            "publish ps/cq/trades",
+            "error this server needs a token: add access_token=TOKEN",
+        ),
+        (
+            "subscribe ps/cq/trades snapshot",
+            "error this server needs a token",
+        ),
+        (
+            "subscribe no/such/window",
+            "error this server needs a token",
+        ),
+        (
+            "publish ps/cq/trades access_token=wrong",
+            "error the token is wrong",
+        ),
+        (
+            "subscribe ps/cq/trades access_token=",
+            "error the token is wrong",
+        ),
+    ] {
+        let (mut r, mut w) = pubsub(&t, first);
+        let got = line(&mut r).expect("an error line");
+        assert!(got.starts_with(want), "{first}: {got}");
+        // Nothing published after a refusal reaches the project.
+        let _ = writeln!(w, "i,n,99,X,1,1\nsync");
+        assert!(closed(&mut r), "{first}: the connection closes");
+    }
+    let (_, b) = call(
+        "GET",
+        &t.url("windows/ps/cq/trades?count=true"),
+        None,
+        &auth,
+    );
+    assert!(b.contains("count=\"0\""), "{b}");
+    // With the token (percent-encoded here), publishing and subscribing work.
+    let (mut sr, _sw) = pubsub(&t, "subscribe ps/cq/trades access_token=s3%63ret");
+    assert_eq!(
+        line(&mut sr).unwrap(),
+        "ok id*:int64,symbol:string,quantity:int32,price:double"
+    );
+    let (mut pr, mut pw) = pubsub(
+        &t,
+        &format!("publish ps/cq/trades blocksize=1 access_token={TOKEN}"),
+    );
+    assert_eq!(
+        line(&mut pr).unwrap(),
+        "ok id*:int64,symbol:string,quantity:int32,price:double"
+    );
+    writeln!(pw, "i,n,1,A,10,1\nsync").unwrap();
+    assert_eq!(line(&mut pr).unwrap(), "synced 1");
+    assert!(line(&mut sr).unwrap().starts_with("block "));
+    assert_eq!(line(&mut sr).unwrap(), "I,N,1,A,10,1");
+}
+
+#[test]
+fn without_a_token_configured_the_pubsub_port_ignores_access_token() {
+    let t = TestServer::start();
+    t.load_started("o");
+    let (mut r, _w) = pubsub(&t, "subscribe o/cq/trades access_token=anything");
+    assert_eq!(
+        line(&mut r).unwrap(),
+        "ok id*:int64,symbol:string,quantity:int32,price:double"
+    );
+}
