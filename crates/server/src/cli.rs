@@ -47,6 +47,10 @@ struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_body: usize,
+    /// Events a WebSocket or pubsub-port subscriber may have waiting to be sent; one that falls
+    /// further behind is disconnected, and the project goes on.
+    #[arg(long, default_value_t = crate::subqueue::DEFAULT_BOUND as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    subscriber_queue: u64,
     /// Persist and restore paths must lie inside this directory.
     #[arg(long)]
     persist_root: Option<PathBuf>,
@@ -112,6 +116,7 @@ pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCo
         auth_token: a.auth_token.filter(|t| !t.is_empty()),
         insecure_no_token: a.insecure_no_token,
         max_body: a.max_body,
+        subscriber_queue: usize::try_from(a.subscriber_queue).unwrap_or(usize::MAX),
         persist_root: a.persist_root,
         rate_interval: Duration::from_secs(a.rate_interval.max(1)),
         persist_dir: a.persist_dir,

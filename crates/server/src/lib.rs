@@ -29,6 +29,7 @@ pub mod pubsub;
 pub mod recovery;
 pub mod registry;
 pub mod reply;
+pub mod subqueue;
 pub mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -63,6 +64,9 @@ pub struct Config {
     pub insecure_no_token: bool,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// `--subscriber-queue`: events a client subscriber (WebSocket or pubsub port) may have
+    /// waiting to be sent before it is dropped as too slow (crate::subqueue).
+    pub subscriber_queue: usize,
     /// When set, persist/restore paths must lie inside this directory.
     pub persist_root: Option<PathBuf>,
     /// Where relative connector file names resolve (the working directory).
@@ -96,6 +100,7 @@ impl Default for Config {
             auth_token: None,
             insecure_no_token: false,
             max_body: 16 << 20,
+            subscriber_queue: subqueue::DEFAULT_BOUND,
             persist_root: None,
             base: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             rate_interval: Duration::from_secs(10),
@@ -116,6 +121,8 @@ pub struct AppState {
     pub pubsub_addr: Option<SocketAddr>,
     /// Set to true to stop the server.
     pub shutdown: watch::Sender<bool>,
+    /// Client subscribers dropped for falling behind, since the server started.
+    pub slow_subscribers_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why the server could not start.
@@ -257,6 +264,7 @@ impl Server {
             http_addr,
             pubsub_addr,
             shutdown,
+            slow_subscribers_dropped: Arc::default(),
         });
         tracing::info!(target: "esp.server", "engine started: sluice {} (ESP 6.2 REST surface)", env!("CARGO_PKG_VERSION"));
         let n = match &state.cfg.restore_from {

@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::api::{self, Query};
 use crate::events::{self, EventFormat};
-use crate::project::{Cmd, SubMsg, SUB_QUEUE};
+use crate::project::Cmd;
+use crate::subqueue::{self, Next};
 use crate::AppState;
 
 /// Accepts connections until the server stops.
@@ -65,6 +65,17 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 /// The percent-decoded value of a first-line option.
 fn decode_option(v: &str) -> String {
     api::parse_query(&format!("x={v}"))[0].1.clone()
+}
+
+/// The last line to a subscriber dropped for falling behind (`error REASON`, on a line of its
+/// own), tried for at most `subqueue::CLOSE_GRACE`; then the connection closes.
+async fn close_too_slow<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    reason: String,
+    mid_line: bool,
+) {
+    let line = format!("{}error {reason}\n", if mid_line { "\n" } else { "" });
+    let _ = tokio::time::timeout(subqueue::CLOSE_GRACE, w.write_all(line.as_bytes())).await;
 }
 
 async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
@@ -228,7 +239,11 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
     }
     // subscribe
     tracing::info!(target: "esp.pubsub", "pubsub subscriber connected to {}", t.path);
-    let (tx, mut rx) = mpsc::channel::<SubMsg>(SUB_QUEUE);
+    let (tx, mut rx) = subqueue::channel(
+        st.cfg.subscriber_queue,
+        format!("pubsub subscriber {peer} of {}", t.path),
+        st.slow_subscribers_dropped.clone(),
+    );
     let window = t.info.id;
     if handle
         .ask(|reply| Cmd::Subscribe {
@@ -247,18 +262,38 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
         .await?;
     loop {
         tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => {
-                    let body = events::format_block(EventFormat::Csv, &t.path, m.id, m.snapshot, &t.info.schema, &m.events, opts.dateformat.as_ref());
-                    let head = if m.snapshot {
+            m = rx.next() => match m {
+                Next::Block(m) => {
+                    let mut out = if m.snapshot {
                         format!("snapshot {}\n", m.events.len())
                     } else {
                         format!("block {} {}\n", m.id, m.events.len())
                     };
-                    w.write_all(head.as_bytes()).await?;
-                    w.write_all(body.as_bytes()).await?;
+                    out.push_str(&events::format_block(EventFormat::Csv, &t.path, m.id, m.snapshot, &t.info.schema, &m.events, opts.dateformat.as_ref()));
+                    // Written piece by piece, so that a client that stops reading can be told
+                    // why it is dropped on a line of its own.
+                    let out = out.as_bytes();
+                    let mut pos = 0;
+                    while pos < out.len() {
+                        tokio::select! {
+                            biased;
+                            reason = rx.dropped() => {
+                                let mid_line = pos > 0 && out[pos - 1] != b'\n';
+                                close_too_slow(&mut w, reason, mid_line).await;
+                                return Ok(());
+                            }
+                            n = w.write(&out[pos..]) => match n? {
+                                0 => return Ok(()),
+                                n => pos += n,
+                            },
+                        }
+                    }
                 }
-                None => break,
+                Next::Dropped(reason) => {
+                    close_too_slow(&mut w, reason, false).await;
+                    return Ok(());
+                }
+                Next::Closed => break,
             },
             r = read_line(&mut r, &mut line) => match r {
                 Ok(Some(())) if line.trim() == "quit" => break,

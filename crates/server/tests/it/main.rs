@@ -4,6 +4,7 @@ mod auth;
 mod http;
 mod persist;
 mod pubsub;
+mod slow;
 mod ws;
 
 use std::path::PathBuf;
