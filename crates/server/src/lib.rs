@@ -9,7 +9,10 @@
 //! - [`project`]: one thread per loaded project that owns its engine (the single writer).
 //! - [`api`]: the REST endpoints; [`reply`]: XML/JSON replies and errors.
 //! - [`events`]: event text in (CSV, XML, JSON) and out; [`filter`]: functional filters.
-//! - [`ws`]: WebSocket publishers and subscribers; [`pubsub`]: the `--pubsub` port protocol.
+//! - [`ws`]: WebSocket publishers and subscribers; [`pubsub`]: the `--pubsub` port protocol;
+//!   [`subqueue`]: the bounded queue of each client subscriber (a slow one is dropped).
+//! - [`http`]: the HTTP accept loop (header read timeout) and error bodies made below handlers;
+//!   [`auth`]: `--auth-token` on every listener.
 //! - [`kafka`]: Kafka publishers and subscribers in a project thread, and hot failover.
 //! - [`logging`]: log lines and run-time logger levels.
 //!
@@ -22,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod events;
 pub mod filter;
+pub mod http;
 pub mod kafka;
 pub mod logging;
 pub mod project;
@@ -64,6 +68,8 @@ pub struct Config {
     pub insecure_no_token: bool,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Time a client has to send a request's headers; then the connection is closed (30 s).
+    pub header_read_timeout: Duration,
     /// `--subscriber-queue`: events a client subscriber (WebSocket or pubsub port) may have
     /// waiting to be sent before it is dropped as too slow (crate::subqueue).
     pub subscriber_queue: usize,
@@ -100,6 +106,7 @@ impl Default for Config {
             auth_token: None,
             insecure_no_token: false,
             max_body: 16 << 20,
+            header_read_timeout: http::HEADER_READ_TIMEOUT,
             subscriber_queue: subqueue::DEFAULT_BOUND,
             persist_root: None,
             base: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -305,20 +312,16 @@ impl Server {
             });
         }
         let (done_tx, done) = watch::channel(false);
-        let app = api::router(state.clone());
-        let mut stop = state.shutdown.subscribe();
+        // Around the whole router (not per route), so that it sees replies as they leave it.
+        let app = axum::Router::new()
+            .fallback_service(api::router(state.clone()))
+            .layer(axum::middleware::from_fn(http::fill_error_body));
+        let stop = state.shutdown.subscribe();
         let st = state.clone();
+        let header_timeout = state.cfg.header_read_timeout;
         rt.spawn(async move {
             tracing::info!(target: "esp.http", "HTTP server listening on {http_addr}");
-            let graceful = async move {
-                let _ = stop.wait_for(|v| *v).await;
-            };
-            if let Err(e) = axum::serve(http, app)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(target: "esp.http", "HTTP server failed: {e}");
-            }
+            http::serve(http, app, header_timeout, stop).await;
             st.registry.clear().await;
             tracing::info!(target: "esp.server", "server stopped");
             let _ = done_tx.send(true);

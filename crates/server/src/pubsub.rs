@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::{self, Query};
@@ -46,20 +46,107 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>) {
     }
 }
 
-/// Reads one line of at most 1 MiB; None at the end of the stream.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    buf: &mut String,
-) -> std::io::Result<Option<()>> {
-    buf.clear();
-    let n = (&mut *r).take(1 << 20).read_line(buf).await?;
-    if n == 0 {
-        return Ok(None);
+/// The longest line accepted, in bytes (without its `\n`).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How much of a refused line is kept for the bad-events file.
+const BAD_TEXT: usize = 200;
+
+/// One line from the client.
+enum Line {
+    /// A line of UTF-8 text, without its end (`\n`, `\r\n`).
+    Text(String),
+    /// A line longer than [`MAX_LINE`], read to its end and dropped; its first bytes.
+    TooLong(String),
+    /// A line that is not UTF-8: the offset of the first byte that is not, and the line with
+    /// such bytes replaced.
+    NotUtf8(usize, String),
+}
+
+impl Line {
+    /// The text, or what to record and answer for a refused line: its text and the reason.
+    fn into_text(self) -> Result<String, (String, String)> {
+        match self {
+            Line::Text(l) => Ok(l),
+            Line::TooLong(head) => Err((
+                head,
+                format!("line longer than {MAX_LINE} bytes (1 MiB): refused whole"),
+            )),
+            Line::NotUtf8(at, text) => Err((
+                text,
+                format!("not UTF-8 text: byte {at} of the line is not valid UTF-8"),
+            )),
+        }
     }
-    while buf.ends_with('\n') || buf.ends_with('\r') {
-        buf.pop();
+}
+
+/// Splits the client's bytes into lines of at most [`MAX_LINE`] bytes. A longer line is read
+/// to its newline without being kept, and reported whole as [`Line::TooLong`]. Cancel-safe:
+/// a partial line stays here until the next call.
+struct Lines<R> {
+    r: R,
+    raw: Vec<u8>,
+    /// The current line went over the limit (`raw` keeps only its first bytes).
+    over: bool,
+}
+
+impl<R: tokio::io::AsyncBufRead + Unpin> Lines<R> {
+    fn new(r: R) -> Lines<R> {
+        Lines {
+            r,
+            raw: Vec::new(),
+            over: false,
+        }
     }
-    Ok(Some(()))
+
+    /// The next line; None at the end of the stream (a last line without `\n` counts).
+    async fn next(&mut self) -> std::io::Result<Option<Line>> {
+        loop {
+            let buf = self.r.fill_buf().await?;
+            if buf.is_empty() {
+                if self.raw.is_empty() && !self.over {
+                    return Ok(None);
+                }
+                return Ok(Some(self.finish()));
+            }
+            let (part, used, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], i + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            if !self.over {
+                if self.raw.len() + part.len() > MAX_LINE {
+                    self.over = true;
+                    let keep = BAD_TEXT.saturating_sub(self.raw.len()).min(part.len());
+                    self.raw.extend_from_slice(&part[..keep]);
+                    self.raw.truncate(BAD_TEXT);
+                    self.raw.shrink_to(BAD_TEXT);
+                } else {
+                    self.raw.extend_from_slice(part);
+                }
+            }
+            self.r.consume(used);
+            if end {
+                return Ok(Some(self.finish()));
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Line {
+        let mut raw = std::mem::take(&mut self.raw);
+        if std::mem::take(&mut self.over) {
+            return Line::TooLong(String::from_utf8_lossy(&raw).into_owned());
+        }
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+        match String::from_utf8(raw) {
+            Ok(s) => Line::Text(s),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                Line::NotUtf8(at, String::from_utf8_lossy(e.as_bytes()).into_owned())
+            }
+        }
+    }
 }
 
 /// The percent-decoded value of a first-line option.
@@ -83,11 +170,23 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    if read_line(&mut r, &mut line).await?.is_none() {
-        return Ok(());
-    }
+    let mut lines = Lines::new(BufReader::new(r));
+    let line = match lines.next().await? {
+        None => return Ok(()),
+        Some(Line::Text(l)) => l,
+        Some(Line::TooLong(_)) => {
+            w.write_all(
+                format!("error the first line is longer than {MAX_LINE} bytes\n").as_bytes(),
+            )
+            .await?;
+            return Ok(());
+        }
+        Some(Line::NotUtf8(at, _)) => {
+            w.write_all(format!("error the first line is not UTF-8 text (byte {at})\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+    };
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("").to_string();
     let path = words.next().unwrap_or("").to_string();
@@ -189,8 +288,23 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
             });
             k
         };
-        while read_line(&mut r, &mut line).await?.is_some() {
+        while let Some(got) = lines.next().await? {
             n += 1;
+            let line = match got.into_text() {
+                Ok(l) => l,
+                Err((text, reason)) => {
+                    // Refused whole: nothing of the line is published; the next line goes on.
+                    handle.send(Cmd::BadLine {
+                        connector: name.clone(),
+                        line: n,
+                        text,
+                        reason: reason.clone(),
+                    });
+                    w.write_all(format!("bad {n} {reason}\n").as_bytes())
+                        .await?;
+                    continue;
+                }
+            };
             let l = line.trim();
             if l.is_empty() {
                 continue;
@@ -295,9 +409,9 @@ async fn handle(stream: TcpStream, st: Arc<AppState>) -> std::io::Result<()> {
                 }
                 Next::Closed => break,
             },
-            r = read_line(&mut r, &mut line) => match r {
-                Ok(Some(())) if line.trim() == "quit" => break,
-                Ok(Some(())) => {}
+            r = lines.next() => match r {
+                Ok(Some(Line::Text(l))) if l.trim() == "quit" => break,
+                Ok(Some(_)) => {}
                 _ => break,
             },
         }
