@@ -23,7 +23,7 @@ pub const DEFAULT_BOUND: usize = 65_536;
 
 /// How long a dropped subscriber's connection keeps trying to deliver the reason (what was
 /// already being written, then the close frame or `error` line) before it is closed anyway.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
+pub const CLOSE_GRACE: Duration = Duration::from_secs(60);
 
 /// A new queue: the project's end and the connection's end. `label` names the subscriber in
 /// the log; `dropped` counts the subscribers dropped server-wide.

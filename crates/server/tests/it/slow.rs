@@ -84,6 +84,7 @@ fn subscribers_that_never_read_are_dropped_and_the_project_goes_on() {
             Err(e) => panic!("the WebSocket ended without a close frame: {e} ({lines} events)"),
         }
     };
+    eprintln!("the WebSocket subscriber got {lines} events before it was dropped");
     assert!(
         lines < EVENTS,
         "{lines} events: the subscriber was not dropped"
@@ -107,6 +108,7 @@ fn subscribers_that_never_read_are_dropped_and_the_project_goes_on() {
             }
         }
     }
+    eprintln!("the pubsub subscriber got {events} events before it was dropped");
     assert!(
         events < EVENTS,
         "{events} events: the subscriber was not dropped"
