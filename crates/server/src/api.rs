@@ -58,22 +58,18 @@ async fn unknown_root(uri: Uri, headers: HeaderMap) -> Response {
     .render(fmt)
 }
 
-/// `--auth-token`: every request needs `Authorization: Bearer TOKEN`.
+/// `--auth-token`: every request needs the token, as `Authorization: Bearer TOKEN`, HTTP Basic
+/// with the token as password, or `?access_token=TOKEN` (crate::auth).
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.cfg.auth_token {
-        let given = req
+        let q = parse_query(req.uri().query().unwrap_or(""));
+        let header = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if !given.is_some_and(|g| constant_eq(g.as_bytes(), token.as_bytes())) {
-            let fmt = format_of(req.headers(), &parse_query(req.uri().query().unwrap_or("")));
-            let why = if given.is_some() {
-                "the bearer token is wrong"
-            } else {
-                "this server needs a token: send 'Authorization: Bearer TOKEN' (sluice client --auth-token TOKEN or SLUICE_AUTH_TOKEN)"
-            };
+            .map(|v| v.as_bytes());
+        if let Err(why) = crate::auth::check_http(token, header, param(&q, "access_token")) {
+            let fmt = format_of(req.headers(), &q);
+            let why = why.http_message();
             tracing::warn!(target: "esp.http", "{} {}: 401 {why}", req.method(), req.uri().path());
             let mut r = ApiError::new(401, why).render(fmt);
             r.headers_mut().insert(
@@ -84,10 +80,6 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         }
     }
     next.run(req).await
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Query parameters in order, percent-decoded.

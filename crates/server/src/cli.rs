@@ -22,7 +22,8 @@ struct Args {
     /// Port of the line-oriented publish/subscribe protocol (0: any free port).
     #[arg(long)]
     pubsub: Option<u16>,
-    /// Address to bind (default 127.0.0.1; 0.0.0.0 for every interface).
+    /// Address to bind (default 127.0.0.1; 0.0.0.0 for every interface). An address other
+    /// machines can reach needs --auth-token (or --insecure-no-token).
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
     /// Appends refused events and unreadable input lines, with the reason, to this file.
@@ -34,12 +35,22 @@ struct Args {
     /// Logger levels: one level (`debug`) or `esp=trace,esp.http=debug`.
     #[arg(long)]
     loglevel: Option<String>,
-    /// Require `Authorization: Bearer TOKEN` on every request (also SLUICE_AUTH_TOKEN).
+    /// Require the token on every listener: HTTP and WebSocket (`Authorization: Bearer TOKEN`,
+    /// Basic with the token as password, or `?access_token=TOKEN`) and the pubsub port
+    /// (`access_token=TOKEN` on the first line). Also SLUICE_AUTH_TOKEN.
     #[arg(long, env = "SLUICE_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// Allow a --bind address other machines can reach without --auth-token (a trusted
+    /// network only: anyone who reaches the ports controls the server).
+    #[arg(long)]
+    insecure_no_token: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_body: usize,
+    /// Events a WebSocket or pubsub-port subscriber may have waiting to be sent; one that falls
+    /// further behind is disconnected, and the project goes on.
+    #[arg(long, default_value_t = crate::subqueue::DEFAULT_BOUND as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    subscriber_queue: u64,
     /// Persist and restore paths must lie inside this directory.
     #[arg(long)]
     persist_root: Option<PathBuf>,
@@ -108,7 +119,9 @@ pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCo
         badevents: a.badevents,
         models,
         auth_token: a.auth_token.filter(|t| !t.is_empty()),
+        insecure_no_token: a.insecure_no_token,
         max_body: a.max_body,
+        subscriber_queue: usize::try_from(a.subscriber_queue).unwrap_or(usize::MAX),
         persist_root: a.persist_root,
         file_roots: a.allow_path,
         rate_interval: Duration::from_secs(a.rate_interval.max(1)),
@@ -166,5 +179,31 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(parse(&no_model).is_err());
+    }
+
+    #[test]
+    fn a_public_bind_needs_a_token_or_the_opt_out() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (cfg, _) = parse(&args(&["--bind", "0.0.0.0"])).unwrap().unwrap();
+        let e = cfg.check().unwrap_err().to_string();
+        assert!(
+            e.contains("--bind 0.0.0.0")
+                && e.contains("--auth-token")
+                && e.contains("--insecure-no-token"),
+            "{e}"
+        );
+        let (cfg, _) = parse(&args(&["--bind", "0.0.0.0", "--insecure-no-token"]))
+            .unwrap()
+            .unwrap();
+        assert!(cfg.insecure_no_token && cfg.check().is_ok());
+        let (cfg, _) = parse(&args(&["-bind", "0.0.0.0", "-auth-token", "t"]))
+            .unwrap()
+            .unwrap();
+        assert!(cfg.check().is_ok());
+        // An empty token is no token.
+        let (cfg, _) = parse(&args(&["--bind", "::", "--auth-token", ""]))
+            .unwrap()
+            .unwrap();
+        assert!(cfg.check().is_err());
     }
 }

@@ -9,7 +9,10 @@
 //! - [`project`]: one thread per loaded project that owns its engine (the single writer).
 //! - [`api`]: the REST endpoints; [`reply`]: XML/JSON replies and errors.
 //! - [`events`]: event text in (CSV, XML, JSON) and out; [`filter`]: functional filters.
-//! - [`ws`]: WebSocket publishers and subscribers; [`pubsub`]: the `--pubsub` port protocol.
+//! - [`ws`]: WebSocket publishers and subscribers; [`pubsub`]: the `--pubsub` port protocol;
+//!   [`subqueue`]: the bounded queue of each client subscriber (a slow one is dropped).
+//! - [`http`]: the HTTP accept loop (header read timeout) and error bodies made below handlers;
+//!   [`auth`]: `--auth-token` on every listener.
 //! - [`kafka`]: Kafka publishers and subscribers in a project thread, and hot failover.
 //! - [`logging`]: log lines and run-time logger levels.
 //!
@@ -18,9 +21,11 @@
 
 pub mod api;
 pub mod apidocs;
+pub mod auth;
 pub mod cli;
 pub mod events;
 pub mod filter;
+pub mod http;
 pub mod kafka;
 pub mod logging;
 pub mod project;
@@ -28,6 +33,7 @@ pub mod pubsub;
 pub mod recovery;
 pub mod registry;
 pub mod reply;
+pub mod subqueue;
 pub mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,10 +61,18 @@ pub struct Config {
     pub badevents: Option<PathBuf>,
     /// Model files loaded and started at startup (and by `server/state?value=reloaded`).
     pub models: Vec<PathBuf>,
-    /// When set, every request needs `Authorization: Bearer <token>`.
+    /// When set, every request on every listener needs the token (crate::auth).
     pub auth_token: Option<String>,
+    /// `--insecure-no-token`: allows binding a non-loopback address without `auth_token`
+    /// (a trusted network). Without it such a bind refuses to start.
+    pub insecure_no_token: bool,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Time a client has to send a request's headers; then the connection is closed (30 s).
+    pub header_read_timeout: Duration,
+    /// `--subscriber-queue`: events a client subscriber (WebSocket or pubsub port) may have
+    /// waiting to be sent before it is dropped as too slow (crate::subqueue).
+    pub subscriber_queue: usize,
     /// When set, persist/restore paths must lie inside this directory.
     pub persist_root: Option<PathBuf>,
     /// `--allow-path`: when not empty, every file or directory named over the API (eventUrl,
@@ -94,7 +108,10 @@ impl Default for Config {
             badevents: None,
             models: Vec::new(),
             auth_token: None,
+            insecure_no_token: false,
             max_body: 16 << 20,
+            header_read_timeout: http::HEADER_READ_TIMEOUT,
+            subscriber_queue: subqueue::DEFAULT_BOUND,
             persist_root: None,
             file_roots: Vec::new(),
             base: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -116,6 +133,8 @@ pub struct AppState {
     pub pubsub_addr: Option<SocketAddr>,
     /// Set to true to stop the server.
     pub shutdown: watch::Sender<bool>,
+    /// Client subscribers dropped for falling behind, since the server started.
+    pub slow_subscribers_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why the server could not start.
@@ -131,6 +150,20 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("model {path}: {message}")]
     Model { path: String, message: String },
+    #[error("--bind {0} is reachable from other machines and no --auth-token is set: anyone who can reach the port could load, delete and read projects. Set --auth-token TOKEN (or SLUICE_AUTH_TOKEN), bind 127.0.0.1, or pass --insecure-no-token on a trusted network")]
+    NoToken(IpAddr),
+}
+
+impl Config {
+    /// Refuses settings that would expose the server: a non-loopback bind without a token
+    /// (unless `insecure_no_token`).
+    pub fn check(&self) -> Result<(), StartError> {
+        let loopback = self.bind.to_canonical().is_loopback();
+        if !loopback && self.auth_token.is_none() && !self.insecure_no_token {
+            return Err(StartError::NoToken(self.bind));
+        }
+        Ok(())
+    }
 }
 
 /// A running server.
@@ -190,6 +223,10 @@ impl AppState {
 impl Server {
     /// Binds the ports, loads the startup models and starts serving.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
+        cfg.check()?;
+        if cfg.auth_token.is_none() && !cfg.bind.to_canonical().is_loopback() {
+            tracing::warn!(target: "esp.server", "--insecure-no-token: listening on {} without a token", cfg.bind);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -241,6 +278,7 @@ impl Server {
             http_addr,
             pubsub_addr,
             shutdown,
+            slow_subscribers_dropped: Arc::default(),
         });
         tracing::info!(target: "esp.server", "engine started: sluice {} (ESP 6.2 REST surface)", env!("CARGO_PKG_VERSION"));
         let n = match &state.cfg.restore_from {
@@ -281,20 +319,16 @@ impl Server {
             });
         }
         let (done_tx, done) = watch::channel(false);
-        let app = api::router(state.clone());
-        let mut stop = state.shutdown.subscribe();
+        // Around the whole router (not per route), so that it sees replies as they leave it.
+        let app = axum::Router::new()
+            .fallback_service(api::router(state.clone()))
+            .layer(axum::middleware::from_fn(http::fill_error_body));
+        let stop = state.shutdown.subscribe();
         let st = state.clone();
+        let header_timeout = state.cfg.header_read_timeout;
         rt.spawn(async move {
             tracing::info!(target: "esp.http", "HTTP server listening on {http_addr}");
-            let graceful = async move {
-                let _ = stop.wait_for(|v| *v).await;
-            };
-            if let Err(e) = axum::serve(http, app)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(target: "esp.http", "HTTP server failed: {e}");
-            }
+            http::serve(http, app, header_timeout, stop).await;
             st.registry.clear().await;
             tracing::info!(target: "esp.server", "server stopped");
             let _ = done_tx.send(true);

@@ -15,10 +15,11 @@ use sluice_engine::{Engine, Sink, WindowId};
 use sluice_event::{Event, EventBlock, MsgId, Row, Schema};
 use sluice_model::{ConnectorDirection, ConnectorSpec, ProjectSpec};
 use sluice_runtime::BadEvents;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::kafka::{KafkaPub, KafkaStatus, KafkaSub, SharedStatus};
 use crate::reply::ApiError;
+use crate::subqueue::SubSender;
 use sluice_ha::OutputId;
 use sluice_kafka::KafkaPublisher;
 
@@ -131,7 +132,7 @@ pub enum Cmd {
     Subscribe {
         window: WindowId,
         snapshot: bool,
-        tx: mpsc::Sender<SubMsg>,
+        tx: SubSender,
         reply: oneshot::Sender<()>,
     },
     /// Answers once every earlier command is done, with the events injected so far.
@@ -164,8 +165,6 @@ pub struct ProjectHandle {
 
 /// Capacity of a project's command queue (senders wait when it is full).
 const QUEUE: usize = 4096;
-/// Capacity of a client subscriber's queue, in output blocks (the project waits when full).
-pub const SUB_QUEUE: usize = 1024;
 
 impl ProjectHandle {
     /// The Kafka connectors' status now.
@@ -271,7 +270,7 @@ struct ProjectSink {
     paths: Vec<String>,
     fs: BTreeMap<WindowId, Vec<FsSubscriber>>,
     kafka: BTreeMap<WindowId, Vec<KafkaSub>>,
-    clients: BTreeMap<WindowId, Vec<mpsc::Sender<SubMsg>>>,
+    clients: BTreeMap<WindowId, Vec<SubSender>>,
     bad: BadEvents,
     /// Refusals of the current injection, for its reply.
     capture: Option<Vec<String>>,
@@ -304,8 +303,8 @@ impl Sink for ProjectSink {
                 snapshot: false,
                 events: Arc::new(events.to_vec()),
             };
-            // A full queue makes the project wait for the client: nothing is dropped.
-            clients.retain(|c| c.blocking_send(msg.clone()).is_ok());
+            // Never waits for a client: one that fell behind its bound is dropped (subqueue).
+            clients.retain_mut(|c| c.offer(msg.clone()));
         }
     }
 
@@ -625,7 +624,7 @@ impl ProjectThread {
             Cmd::Subscribe {
                 window,
                 snapshot,
-                tx,
+                mut tx,
                 reply,
             } => {
                 self.engine.observe(window, true);
@@ -641,7 +640,7 @@ impl ProjectThread {
                         snapshot: true,
                         events: Arc::new(events),
                     };
-                    if tx.blocking_send(msg).is_err() {
+                    if !tx.offer(msg) {
                         let _ = reply.send(());
                         return true;
                     }

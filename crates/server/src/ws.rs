@@ -3,7 +3,8 @@
 //! - `ws://host:port/SASESP/subscribers/{p}/{cq}/{w}?format=xml|json|csv&snapshot=true&schema=true&mode=streaming|updating`:
 //!   the server sends `status: 200`, then the window's schema (unless `schema=false`), then
 //!   one message per output block (with `snapshot=true` or `mode=updating`, the current rows
-//!   first, as inserts).
+//!   first, as inserts). A subscriber that falls more than `--subscriber-queue` events behind
+//!   is closed with code 1008 and the reason (crate::subqueue).
 //! - `ws://host:port/SASESP/publishers/{p}/{cq}/{w}?format=csv|xml|json&blocksize=&dateformat=&opcode=`:
 //!   each text message holds events; a message `sync` is answered with `synced N` once every
 //!   event sent before it has been processed (N = events published on the connection). A
@@ -11,16 +12,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use tokio::sync::mpsc;
 
 use crate::api::{self, param, parse_query, Target};
 use crate::events::{self, EventFormat};
-use crate::project::{Cmd, SubMsg, SUB_QUEUE};
+use crate::project::Cmd;
 use crate::reply::ApiError;
+use crate::subqueue::{self, Next};
 use crate::AppState;
 
 fn resolve(st: &AppState, path: &str) -> Result<Target, ApiError> {
@@ -71,10 +72,13 @@ pub async fn subscriber(
         Ok(s) => s,
         Err(e) => return e.render(fmt),
     };
+    let bound = st.cfg.subscriber_queue;
+    let dropped = st.slow_subscribers_dropped.clone();
     ws.on_upgrade(move |mut socket: WebSocket| async move {
         let handle = t.view.handle.clone().expect("checked");
         tracing::info!(target: "esp.pubsub", "WebSocket subscriber connected to {}", t.path);
-        let (tx, mut rx) = mpsc::channel::<SubMsg>(SUB_QUEUE);
+        let (tx, mut rx) =
+            subqueue::channel(bound, format!("WebSocket subscriber of {}", t.path), dropped);
         let window = t.info.id;
         if handle
             .ask(|r| Cmd::Subscribe {
@@ -102,14 +106,27 @@ pub async fn subscriber(
         }
         loop {
             tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => {
+                m = rx.next() => match m {
+                    Next::Block(m) => {
                         let text = events::format_block(efmt, &t.path, m.id, m.snapshot, &t.info.schema, &m.events, dateformat.as_ref());
-                        if socket.send(Message::Text(text.into())).await.is_err() {
-                            break;
+                        // A client that stops reading blocks this write: the project drops it
+                        // once its queue is over the bound, which ends the write.
+                        tokio::select! {
+                            biased;
+                            reason = rx.dropped() => {
+                                close_too_slow(&mut socket, reason).await;
+                                break;
+                            }
+                            r = socket.send(Message::Text(text.into())) => if r.is_err() {
+                                break;
+                            },
                         }
                     }
-                    None => {
+                    Next::Dropped(reason) => {
+                        close_too_slow(&mut socket, reason).await;
+                        break;
+                    }
+                    Next::Closed => {
                         let _ = socket.send(Message::Close(None)).await;
                         break;
                     }
@@ -122,6 +139,25 @@ pub async fn subscriber(
         }
         tracing::info!(target: "esp.pubsub", "WebSocket subscriber of {} disconnected", t.path);
     })
+}
+
+/// Ends the connection of a subscriber dropped for falling behind: what was being written, then
+/// a close frame with code 1008 (policy) and the reason, for at most `subqueue::CLOSE_GRACE`.
+async fn close_too_slow(socket: &mut WebSocket, reason: String) {
+    let mut reason = reason;
+    // A close frame's reason holds at most 123 bytes.
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    let frame = CloseFrame {
+        code: close_code::POLICY,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        subqueue::CLOSE_GRACE,
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 /// `GET …/publishers/{p}/{cq}/{w}` (WebSocket).

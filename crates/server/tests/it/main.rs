@@ -1,10 +1,13 @@
 //! HTTP, WebSocket and pubsub tests against an in-process server on loopback port 0.
 
+mod auth;
 mod http;
+mod limits;
 mod persist;
 mod pubsub;
 mod races;
 mod safety;
+mod slow;
 mod ws;
 
 use std::path::PathBuf;
