@@ -59,6 +59,10 @@ struct Args {
     /// links resolved). Without it, any path the server can read is allowed.
     #[arg(long = "allow-path", value_name = "DIR")]
     allow_path: Vec<PathBuf>,
+    /// Time an HTTP connection may take to send a request's headers (and may stay idle
+    /// between requests): 30s, 5s, 500ms.
+    #[arg(long, default_value = "30s", value_parser = crate::recovery::parse_duration)]
+    header_read_timeout: std::time::Duration,
     /// Seconds between "current publish rate" log lines of running connectors.
     #[arg(long, default_value_t = 10)]
     rate_interval: u64,
@@ -122,6 +126,7 @@ pub fn parse(args: &[String]) -> Result<Option<(Config, Option<String>)>, ExitCo
         insecure_no_token: a.insecure_no_token,
         max_body: a.max_body,
         subscriber_queue: usize::try_from(a.subscriber_queue).unwrap_or(usize::MAX),
+        header_read_timeout: a.header_read_timeout,
         persist_root: a.persist_root,
         file_roots: a.allow_path,
         rate_interval: Duration::from_secs(a.rate_interval.max(1)),
