@@ -333,7 +333,12 @@ fn server_info(st: &AppState, q: &Query) -> Result<Reply, ApiError> {
         .attr("engine", "sluice")
         .attr("analytics-license", "true")
         .attr("primary-server", primary_server(st))
-        .attr("http", st.http_addr.port());
+        .attr("http", st.http_addr.port())
+        .attr(
+            "slow-subscribers-dropped",
+            st.slow_subscribers_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
     if let Some(p) = st.pubsub_addr {
         e = e.attr("pubsub", p.port());
     }

@@ -117,4 +117,8 @@ fn subscribers_that_never_read_are_dropped_and_the_project_goes_on() {
         last.trim_end(),
         "error too slow: more than 1000 events waiting to be sent"
     );
+    // Counted where an operator looks.
+    let (s, b) = t.get("server");
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("slow-subscribers-dropped=\"2\""), "{b}");
 }
