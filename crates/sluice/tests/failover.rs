@@ -39,6 +39,35 @@ impl Setup {
         insts
     }
 
+    /// The seed's runbook on a standby: stop, persist to `snap`, start, connectorsStarted; it
+    /// must join the election as a standby again.
+    fn seed_cycle(&self, s: &Instance, snap: &str) {
+        s.put_ok("projects/fo/state?value=stopped", "");
+        s.put_ok(
+            &format!("projects/fo/state?value=persisted&path={snap}"),
+            "",
+        );
+        s.put_ok("projects/fo/state?value=running", "");
+        s.put_ok("projects/fo/state?value=connectorsStarted", "");
+        wait_for(
+            Duration::from_secs(15),
+            "standby again after the cycle",
+            || s.status().contains("role=\"standby\""),
+        );
+    }
+
+    /// A new instance `name` brought back from `snap`: load without starting, restore, start,
+    /// connectorsStarted.
+    fn restored(&self, name: &str, snap: &str) -> Instance {
+        let s = self.start(name);
+        s.put_ok("projects/fo?start=false&connectors=false", &self.xml);
+        let b = s.put_ok(&format!("projects/fo/state?value=restored&path={snap}"), "");
+        assert!(b.contains("restored"), "{b}");
+        s.put_ok("projects/fo/state?value=running", "");
+        s.put_ok("projects/fo/state?value=connectorsStarted", "");
+        s
+    }
+
     /// Waits for the whole input to be on the topic, then for the output topic to reach the
     /// expected length, and compares them.
     fn check_exactly_once(&self, insts: &[Instance], count: usize) {
@@ -177,23 +206,9 @@ fn persisted_and_restored_standbys_take_over() {
     let snap = t.dir.join("snap");
     let snap = snap.display().to_string();
     let s1 = &insts[1];
-    s1.put_ok("projects/fo/state?value=stopped", "");
-    s1.put_ok(
-        &format!("projects/fo/state?value=persisted&path={snap}"),
-        "",
-    );
-    s1.put_ok("projects/fo/state?value=running", "");
-    s1.put_ok("projects/fo/state?value=connectorsStarted", "");
-    wait_for(Duration::from_secs(15), "s1 standby again", || {
-        s1.status().contains("role=\"standby\"")
-    });
+    t.seed_cycle(s1, &snap);
     // A third instance from the snapshot.
-    let s2 = t.start("s2");
-    s2.put_ok("projects/fo?start=false&connectors=false", &t.xml);
-    let b = s2.put_ok(&format!("projects/fo/state?value=restored&path={snap}"), "");
-    assert!(b.contains("restored"), "{b}");
-    s2.put_ok("projects/fo/state?value=running", "");
-    s2.put_ok("projects/fo/state?value=connectorsStarted", "");
+    let s2 = t.restored("s2", &snap);
     assert!(s2.log_has("resuming topic"), "{}", s2.log_text());
     insts.push(s2);
     std::thread::sleep(Duration::from_millis(300));
@@ -289,22 +304,9 @@ fn seed_cycle_with_wall_clock_retention_and_implied_offset_ids() {
     // The seed's runbook on the standby.
     let snap = t.dir.join("snap").display().to_string();
     let s1 = &insts[1];
-    s1.put_ok("projects/fo/state?value=stopped", "");
-    s1.put_ok(
-        &format!("projects/fo/state?value=persisted&path={snap}"),
-        "",
-    );
-    s1.put_ok("projects/fo/state?value=running", "");
-    s1.put_ok("projects/fo/state?value=connectorsStarted", "");
-    wait_for(Duration::from_secs(15), "s1 standby again", || {
-        s1.status().contains("role=\"standby\"")
-    });
+    t.seed_cycle(s1, &snap);
     // A third instance restored from that snapshot catches up from its offsets.
-    let s2 = t.start("s2");
-    s2.put_ok("projects/fo?start=false&connectors=false", &t.xml);
-    s2.put_ok(&format!("projects/fo/state?value=restored&path={snap}"), "");
-    s2.put_ok("projects/fo/state?value=running", "");
-    s2.put_ok("projects/fo/state?value=connectorsStarted", "");
+    let s2 = t.restored("s2", &snap);
     insts.push(s2);
     wait_for(Duration::from_secs(15), "s2 standby", || {
         insts[2].status().contains("role=\"standby\"")
